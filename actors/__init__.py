@@ -1,0 +1,1 @@
+"""The actor runtime and the entity actors: one actor owns each gate, order, ticket and deposit."""

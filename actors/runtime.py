@@ -1,0 +1,257 @@
+"""The actor runtime: one live actor per key, a bounded mailbox each, one message at a time.
+
+A :class:`Registry` maps a key ``(kind, id)`` to a live actor, spawning it on
+first use as a task in the registry's supervising nursery. :meth:`Registry.ask`
+puts a command in the actor's mailbox and waits for the reply. Messages to one
+key are handled strictly one at a time in arrival order; different keys run
+concurrently.
+
+An actor is anything with ``async load()`` (read its state from storage) and
+``async handle(command)`` (decide, persist, reply). Failure handling:
+
+- a :class:`~server.errors.ScenicError` raised by ``handle`` is a refusal: it
+  goes to the asker unchanged and the actor carries on;
+- any other exception is a crash: the asker gets ``internal``, the crash is
+  logged, and the actor is replaced by a fresh instance that loads its state
+  again before the next message (the server and other actors go on);
+- an actor idle for ``idle_after_s`` is passivated (dropped from memory) and
+  comes back, loaded from storage, on its next message.
+
+On shutdown the registry stops taking asks, lets each actor finish the
+messages already in its mailbox within ``drain_timeout_s``, then cancels.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+import attrs
+import outcome
+import trio
+
+from server.errors import Internal, Overloaded, ScenicError, Timeout
+
+log = logging.getLogger("scenic.actors")
+
+ActorKey = tuple[str, Hashable]
+
+
+class Actor(Protocol):
+    """What the registry needs of an actor."""
+
+    async def load(self) -> None:
+        """Read the actor's state from persistent storage."""
+
+    async def handle(self, command: Any) -> Any:
+        """Handle one command and return the reply; persist before returning."""
+
+
+#: builds the actor for an id of its kind; it must not do I/O (``load`` does)
+ActorFactory = Callable[[Any], Actor]
+
+
+@attrs.frozen
+class RegistryStats:
+    """Counts of a registry since it opened, for monitoring."""
+
+    live_actors: int
+    mailbox_depth: int
+    spawned: int
+    restarts: int
+    passivations: int
+    live_by_kind: dict[str, int]
+
+
+class _Letter:
+    """One command in a mailbox and the slot its reply goes to."""
+
+    __slots__ = ("abandoned", "command", "done", "reply")
+
+    def __init__(self, command: Any) -> None:
+        self.command = command
+        self.done = trio.Event()
+        self.reply: outcome.Outcome | None = None
+        self.abandoned = False
+
+
+class _Cell:
+    """A live actor: its instance and its mailbox."""
+
+    __slots__ = ("actor", "key", "loaded", "receive", "send")
+
+    def __init__(self, key: ActorKey, actor: Actor, mailbox_size: int) -> None:
+        self.key = key
+        self.actor = actor
+        self.loaded = False
+        self.send, self.receive = trio.open_memory_channel[_Letter](mailbox_size)
+
+
+class Registry:
+    """Live actors by key. Obtain one from :func:`open_registry`."""
+
+    def __init__(
+        self,
+        factories: Mapping[str, ActorFactory],
+        nursery: trio.Nursery,
+        mailbox_size: int,
+        idle_after_s: float,
+    ) -> None:
+        self._factories = dict(factories)
+        self._nursery = nursery
+        self._mailbox_size = mailbox_size
+        self._idle_after_s = idle_after_s
+        self._cells: dict[ActorKey, _Cell] = {}
+        self._closing = False
+        self._spawned = 0
+        self._restarts = 0
+        self._passivations = 0
+
+    async def ask(self, key: ActorKey, command: Any, timeout: float) -> Any:
+        """Send ``command`` to the actor of ``key`` and return its reply.
+
+        Raises the actor's :class:`ScenicError` refusals unchanged,
+        :class:`Internal` when it crashed, :class:`Timeout` when no reply came
+        within ``timeout`` seconds (a command not yet started is then skipped;
+        one already running completes), :class:`Overloaded` when its mailbox
+        is full or the registry is shutting down, and ``KeyError`` for a kind
+        without a factory.
+        """
+        if self._closing:
+            raise Overloaded("the server is shutting down")
+        letter = _Letter(command)
+        try:
+            self._cell(key).send.send_nowait(letter)
+        except trio.WouldBlock:
+            raise Overloaded(f"{key[0]} {key[1]} is busy; try again shortly") from None
+        try:
+            with trio.fail_after(timeout):
+                await letter.done.wait()
+        except trio.TooSlowError:
+            letter.abandoned = True
+            raise Timeout(f"{key[0]} {key[1]} did not answer within {timeout:g}s") from None
+        except BaseException:
+            letter.abandoned = True
+            raise
+        assert letter.reply is not None
+        return letter.reply.unwrap()
+
+    def is_live(self, key: ActorKey) -> bool:
+        """True while the actor of ``key`` is in memory."""
+        return key in self._cells
+
+    def stats(self) -> RegistryStats:
+        """Live actors, queued messages and lifetime counters now."""
+        cells = list(self._cells.values())
+        return RegistryStats(
+            live_actors=len(cells),
+            mailbox_depth=sum(c.receive.statistics().current_buffer_used for c in cells),
+            spawned=self._spawned,
+            restarts=self._restarts,
+            passivations=self._passivations,
+            live_by_kind=dict(Counter(c.key[0] for c in cells)),
+        )
+
+    def _cell(self, key: ActorKey) -> _Cell:
+        cell = self._cells.get(key)
+        if cell is None:
+            cell = _Cell(key, self._factories[key[0]](key[1]), self._mailbox_size)
+            self._cells[key] = cell
+            self._spawned += 1
+            self._nursery.start_soon(self._live, cell, name=f"actor {key[0]}:{key[1]}")
+        return cell
+
+    async def _live(self, cell: _Cell) -> None:
+        """Serve ``cell``'s mailbox until it is idle too long or the registry closes."""
+        try:
+            while True:
+                letter = await self._next_letter(cell)
+                if letter is None:
+                    return
+                try:
+                    if not letter.abandoned:
+                        letter.reply = await self._deliver(cell, letter.command)
+                finally:
+                    if letter.reply is None:  # skipped, or cancelled mid-way
+                        letter.reply = outcome.Error(Overloaded("the server is shutting down"))
+                    letter.done.set()
+        finally:
+            if self._cells.get(cell.key) is cell:
+                del self._cells[cell.key]
+            for letter in _drain_now(cell):  # only when cancelled: nobody will serve these
+                letter.reply = outcome.Error(Overloaded("the server is shutting down"))
+                letter.done.set()
+
+    async def _next_letter(self, cell: _Cell) -> _Letter | None:
+        with trio.move_on_after(self._idle_after_s):
+            try:
+                return await cell.receive.receive()
+            except trio.EndOfChannel:
+                return None
+        # Idle. No checkpoint between this check and the removal, so no ask can slip in.
+        try:
+            return cell.receive.receive_nowait()
+        except trio.WouldBlock:
+            del self._cells[cell.key]
+            cell.send.close()
+            self._passivations += 1
+            return None
+        except trio.EndOfChannel:
+            return None
+
+    async def _deliver(self, cell: _Cell, command: Any) -> outcome.Outcome:
+        try:
+            if not cell.loaded:
+                await cell.actor.load()
+                cell.loaded = True
+            return outcome.Value(await cell.actor.handle(command))
+        except ScenicError as refusal:
+            return outcome.Error(refusal)
+        except Exception:
+            log.exception(
+                "actor.crashed",
+                extra={"actor_kind": cell.key[0], "actor_id": str(cell.key[1])},
+            )
+            cell.actor = self._factories[cell.key[0]](cell.key[1])
+            cell.loaded = False
+            self._restarts += 1
+            return outcome.Error(Internal("internal error; the request was not completed"))
+
+    def _close(self) -> None:
+        self._closing = True
+        for cell in self._cells.values():
+            cell.send.close()
+
+
+def _drain_now(cell: _Cell) -> list[_Letter]:
+    letters = []
+    while True:
+        try:
+            letters.append(cell.receive.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            return letters
+
+
+@asynccontextmanager
+async def open_registry(
+    factories: Mapping[str, ActorFactory],
+    *,
+    mailbox_size: int,
+    idle_after_s: float,
+    drain_timeout_s: float,
+) -> AsyncIterator[Registry]:
+    """A registry whose actors live in a nursery owned by this context.
+
+    On exit: no new asks, queued messages are handled within
+    ``drain_timeout_s``, then whatever is left is cancelled.
+    """
+    async with trio.open_nursery() as nursery:
+        registry = Registry(factories, nursery, mailbox_size, idle_after_s)
+        try:
+            yield registry
+        finally:
+            registry._close()
+            nursery.cancel_scope.deadline = trio.current_time() + drain_timeout_s

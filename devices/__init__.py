@@ -1,0 +1,1 @@
+"""Serial device drivers, their simulators over pseudo-terminals, and the gate agent."""

@@ -1,0 +1,1 @@
+"""Load generators and benchmarks that drive a running server over loopback."""

@@ -1,0 +1,1 @@
+"""The scenic-gate server process: CLI, config, websocket protocol, sessions, storage."""

@@ -1,0 +1,28 @@
+"""Device tokens: how they are made, stored and checked.
+
+A token is 32 random bytes, URL-safe base64 text, shown once when the device is
+added. Only its SHA-256 is stored: a token has full entropy, so a slow password
+hash would add latency to every hello without adding safety. Checks compare
+digests in constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+
+def new_token() -> str:
+    """A fresh device token (43 URL-safe characters)."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> bytes:
+    """The stored form of ``token``."""
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def token_matches(token: str, stored_hash: bytes) -> bool:
+    """True when ``token`` hashes to ``stored_hash``, compared in constant time."""
+    return hmac.compare_digest(hash_token(token), bytes(stored_hash))

@@ -1,0 +1,1 @@
+"""PostgreSQL storage: the embedded cluster, the connection pool, migrations, group commit."""

@@ -1,0 +1,189 @@
+"""Group commit: many actors' writes batched into one transaction, each answered after it.
+
+An actor hands :meth:`GroupCommitter.submit` an *asyncio* coroutine function
+``write(conn)`` holding the SQL of one step. The committer gathers the writes
+that arrive within ``max_delay_s`` of the first (at most ``max_batch``), runs
+them one after another in a single transaction, and only when COMMIT has
+returned wakes each waiter with its own write's result. One commit, one WAL
+flush and one thread hop then serve a whole batch.
+
+One write must not sink its neighbours: when a batch fails (a write raises, or
+a deferred constraint fails at COMMIT) it is rolled back and its writes are
+run again, each in a transaction of its own, so each waiter gets exactly its
+own result or exception. Writes must therefore touch nothing but ``conn``.
+
+Several batches may be in flight at once (``max_concurrent``, each on its own
+pooled connection): while one commits, the next one fills.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import asyncpg
+import attrs
+import outcome
+import trio
+
+from server.errors import Overloaded
+from server.storage.database import Database, DatabaseClosed
+
+log = logging.getLogger("scenic.storage.group_commit")
+
+T = TypeVar("T")
+Write = Callable[[asyncpg.Connection], Awaitable[Any]]
+
+
+@attrs.frozen
+class CommitStats:
+    """Counters of a :class:`GroupCommitter` since it opened."""
+
+    batches: int
+    writes: int
+    largest_batch: int
+    failed_batches: int
+    queued: int
+    in_flight_batches: int
+    last_commit_ms: float
+
+
+class _Waiter:
+    __slots__ = ("done", "result", "write")
+
+    def __init__(self, write: Write) -> None:
+        self.write = write
+        self.done = trio.Event()
+        self.result: outcome.Outcome | None = None
+
+
+class GroupCommitter:
+    """Batches writes into shared transactions. Obtain one from :func:`open_group_committer`."""
+
+    def __init__(self, db: Database, max_delay_s: float, max_batch: int, max_concurrent: int):
+        self._db = db
+        self._max_delay_s = max_delay_s
+        self._max_batch = max_batch
+        self._flush_slots = trio.Semaphore(max_concurrent)
+        self._send, self._receive = trio.open_memory_channel[_Waiter](max_batch * 4)
+        self._batches = 0
+        self._writes = 0
+        self._largest = 0
+        self._failed = 0
+        self._in_flight = 0
+        self._last_commit_ms = 0.0
+
+    async def submit(self, write: Write) -> Any:
+        """Run ``write(conn)`` in the next batch; return its result once the batch committed.
+
+        Raises the write's own exception (its batch neighbours committed
+        without it), what asyncpg raises when the commit fails, or
+        :class:`Overloaded` once the committer is closing. If the caller is
+        cancelled the write may still commit.
+        """
+        waiter = _Waiter(write)
+        try:
+            await self._send.send(waiter)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise Overloaded("the server is shutting down") from None
+        await waiter.done.wait()
+        assert waiter.result is not None
+        return waiter.result.unwrap()
+
+    def stats(self) -> CommitStats:
+        """The committer's counters now."""
+        return CommitStats(
+            batches=self._batches,
+            writes=self._writes,
+            largest_batch=self._largest,
+            failed_batches=self._failed,
+            queued=self._receive.statistics().current_buffer_used,
+            in_flight_batches=self._in_flight,
+            last_commit_ms=round(self._last_commit_ms, 3),
+        )
+
+    async def _run(self, flushes: trio.Nursery) -> None:
+        """Gather batches until the submit side closes, handing each to a flush task."""
+        async with self._receive:
+            async for first in self._receive:
+                batch = [first]
+                with trio.move_on_after(self._max_delay_s):
+                    try:
+                        while len(batch) < self._max_batch:
+                            batch.append(await self._receive.receive())
+                    except trio.EndOfChannel:
+                        pass
+                await self._flush_slots.acquire()
+                while len(batch) < self._max_batch:  # what arrived while we waited for a slot
+                    try:
+                        batch.append(self._receive.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                flushes.start_soon(self._flush, batch)
+
+    async def _flush(self, batch: list[_Waiter]) -> None:
+        self._in_flight += 1
+        began = time.perf_counter()
+        try:
+            with trio.CancelScope(shield=True):  # once sent, let the outcome be known
+                results, retried = await self._db.run(_commit_batch, [w.write for w in batch])
+        except BaseException as exc:  # the pool or loop failed: every waiter learns it
+            results = [outcome.Error(_as_exception(exc))] * len(batch)
+            retried = True
+        finally:
+            self._flush_slots.release()
+            self._in_flight -= 1
+        self._last_commit_ms = (time.perf_counter() - began) * 1000
+        self._batches += 1
+        self._writes += len(batch)
+        self._largest = max(self._largest, len(batch))
+        if retried:
+            self._failed += 1
+            log.info("group_commit.batch_retried", extra={"writes": len(batch)})
+        for waiter, result in zip(batch, results, strict=True):
+            waiter.result = result
+            waiter.done.set()
+
+
+def _as_exception(exc: BaseException) -> Exception:
+    return exc if isinstance(exc, Exception) else DatabaseClosed(repr(exc))
+
+
+async def _commit_batch(
+    conn: asyncpg.Connection, writes: list[Write]
+) -> tuple[list[outcome.Outcome], bool]:
+    """Run ``writes`` in one transaction; on failure, each in its own. (asyncio side.)"""
+    try:
+        results = []
+        async with conn.transaction():
+            for write in writes:
+                results.append(await write(conn))
+        return [outcome.Value(r) for r in results], False
+    except Exception as exc:
+        if len(writes) == 1:
+            return [outcome.Error(exc)], False
+    alone: list[outcome.Outcome] = []
+    for write in writes:
+        try:
+            async with conn.transaction():
+                alone.append(outcome.Value(await write(conn)))
+        except Exception as exc:
+            alone.append(outcome.Error(exc))
+    return alone, True
+
+
+@asynccontextmanager
+async def open_group_committer(
+    db: Database, *, max_delay_s: float, max_batch: int, max_concurrent: int = 2
+) -> AsyncIterator[GroupCommitter]:
+    """A committer for ``db``; on exit, writes already submitted are committed first."""
+    committer = GroupCommitter(db, max_delay_s, max_batch, max_concurrent)
+    async with trio.open_nursery() as flushes:
+        flushes.start_soon(committer._run, flushes)
+        try:
+            yield committer
+        finally:
+            committer._send.close()
