@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import attrs
 import trio
@@ -20,10 +20,22 @@ from trio_websocket import WebSocketRequest, WebSocketServer
 
 from actors.runtime import ActorFactory, Registry, open_registry
 from server.auth import token_matches
+from server.catalog.model import Catalog
 from server.config import ServerConfig
-from server.errors import BadCredentials
+from server.errors import BadCredentials, ScenicError
+from server.expiry import ExpiryWatcher
 from server.handlers import build_op_table
 from server.ops import OpTable
+from server.outbox import OutboxWorker
+from server.selling import (
+    ChannelSet,
+    TicketKeyring,
+    build_channels,
+    business_date,
+    load_site,
+    order_actor_factory,
+    run_selling,
+)
 from server.session import CLOSE_GOING_AWAY, CLOSE_REVOKED, Session
 from server.storage import devices
 from server.storage.database import Database, open_database
@@ -75,16 +87,54 @@ class SessionIndex:
 
 @attrs.define
 class Services:
-    """What op handlers reach through their context: storage, actors, sessions, clock."""
+    """What op handlers reach through their context: storage, actors, sessions, clock.
+
+    Built in stages as the server starts (the registry, the site and the
+    workers come after the database), so some fields start as ``None``.
+    """
 
     config: ServerConfig
     db: Database
     committer: GroupCommitter
-    registry: Registry
     ops: OpTable
     sessions: SessionIndex
     clock: Callable[[], datetime] = utc_now
+    registry: Registry | None = None
+    channels: ChannelSet = attrs.field(factory=lambda: ChannelSet({}))
+    catalog: Catalog | None = None
+    keyring: TicketKeyring | None = None
+    expiry: ExpiryWatcher | None = None
+    outbox: OutboxWorker | None = None
+    #: runs fire-and-forget work (event pushes) in the server's background nursery
+    spawn: Callable[..., None] | None = None
     shutting_down: bool = False
+
+    def current_catalog(self) -> Catalog:
+        """The catalog on sale; raises ``no_catalog`` before one is loaded."""
+        if self.catalog is None:
+            raise ScenicError(
+                "no catalog is loaded: run scenic catalog load FILE (or serve --demo)",
+                code="no_catalog",
+            )
+        return self.catalog
+
+    def ticket_code(self, ticket_id: str) -> str:
+        """The code on ``ticket_id``'s QR."""
+        return self.keyring.code_of(ticket_id)
+
+    def ticket_id_of_code(self, code: str) -> str:
+        """The ticket a genuine code names; raises ``forged`` otherwise."""
+        return self.keyring.ticket_id_of(code)
+
+    def business_date(self, moment: datetime) -> date:
+        """The site's local date at ``moment``."""
+        return business_date(self.catalog, moment)
+
+    def push_to_device(self, device_id: str, event: str, data: dict) -> None:
+        """Send ``event`` to every open connection of ``device_id``, without waiting."""
+        for session in self.sessions.of_device(device_id):
+            if self.spawn is not None:
+                self.spawn(session.push, event, data)
 
     async def authenticate(self, device_id: str, token: str) -> devices.DeviceRecord:
         """The device ``device_id`` if ``token`` is its current token.
@@ -110,9 +160,9 @@ class ServerInfo:
     embedded: bool
 
 
-def actor_factories() -> Mapping[str, ActorFactory]:
+def actor_factories(services: Services) -> Mapping[str, ActorFactory]:
     """The entity actor kinds this server hosts, by kind name."""
-    return {}
+    return {"order": order_actor_factory(services)}
 
 
 async def run_server(
@@ -120,12 +170,16 @@ async def run_server(
     *,
     shutdown: trio.Event,
     ops: OpTable | None = None,
+    clock: Callable[[], datetime] = utc_now,
+    channels: ChannelSet | None = None,
     task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the server until ``shutdown`` is set, then shut down gracefully.
 
-    ``ops`` replaces the standard op table (tests add ops of their own).
-    Calls ``task_status.started(ServerInfo)`` once it listens. Raises if the
+    ``ops`` replaces the standard op table (tests add ops of their own);
+    ``clock`` the wall clock (tests drive it from trio's clock); ``channels``
+    the payment channels built from ``config``. Calls
+    ``task_status.started(ServerInfo)`` once it listens. Raises if the
     database cannot be reached or the port cannot be bound.
     """
     embedded = None
@@ -140,21 +194,28 @@ async def run_server(
             applied = await apply_migrations(db)
             if applied:
                 log.info("migrations.applied", extra={"migrations": applied})
-            async with (
-                open_group_committer(
-                    db, max_delay_s=config.commit_delay_s, max_batch=config.commit_max_batch
-                ) as committer,
-                open_registry(
-                    actor_factories(),
+            async with open_group_committer(
+                db, max_delay_s=config.commit_delay_s, max_batch=config.commit_max_batch
+            ) as committer:
+                services = Services(
+                    config, db, committer, ops or build_op_table(), SessionIndex(), clock
+                )
+                services.channels = channels or build_channels(config, clock)
+                await load_site(services)
+                async with open_registry(
+                    actor_factories(services),
                     mailbox_size=config.mailbox_size,
                     idle_after_s=config.actor_idle_s,
                     drain_timeout_s=config.shutdown_grace_s,
-                ) as registry,
-            ):
-                services = Services(
-                    config, db, committer, registry, ops or build_op_table(), SessionIndex()
-                )
-                info = await _serve(services, dsn, embedded is not None, shutdown, task_status)
+                ) as registry:
+                    services.registry = registry
+                    async with trio.open_nursery() as background:
+                        services.spawn = background.start_soon
+                        await background.start(run_selling, services)
+                        info = await _serve(
+                            services, dsn, embedded is not None, shutdown, task_status
+                        )
+                        background.cancel_scope.cancel()
                 log.info("server.stopped", extra={"port": info.port})
     finally:
         if embedded is not None:

@@ -1,9 +1,12 @@
-"""The ``scenic`` command: serve, and manage devices.
+"""The ``scenic`` command: serve, devices, the catalog, the audit, the channel simulator.
 
 ``scenic serve`` runs the server (embedded PostgreSQL unless ``--dsn``);
-``scenic device add|list|revoke`` manage the devices allowed to connect, against
-the same data directory or DSN. Every flag has a ``SCENIC_*`` environment
-variable and a default (see :mod:`server.config`).
+``scenic device add|list|revoke`` manage the devices allowed to connect,
+``scenic catalog load|show`` the catalog on sale and ``scenic audit`` checks
+the money invariants, all against the same data directory or DSN;
+``scenic channel-sim`` runs the payment channel simulator as its own process.
+Every flag has a ``SCENIC_*`` environment variable and a default (see
+:mod:`server.config`).
 """
 
 from __future__ import annotations
@@ -13,18 +16,23 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import attrs
 import trio
 
+from server.audit import run_audit
 from server.auth import hash_token, new_token
+from server.catalog.model import parse_catalog
+from server.channels.cli import add_channel_sim_parser
 from server.config import ServerConfig
 from server.errors import ScenicError
 from server.logs import configure_logging
 from server.ops import ROLES
-from server.storage import devices
+from server.storage import devices, site
 from server.storage.database import Database, open_database
 from server.storage.embedded import EmbeddedPostgres
 from server.storage.migrations import apply_migrations
@@ -40,7 +48,36 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8765)")
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        default=None,
+        help="sell the demo park's catalog when no catalog has been loaded",
+    )
+    serve.add_argument(
+        "--channel-sim-url",
+        help="API of a scenic channel-sim process to use for WeChat Pay and Alipay",
+    )
     serve.set_defaults(run=_serve)
+
+    catalog = commands.add_parser("catalog", help="the catalog on sale").add_subparsers(
+        dest="catalog_command", required=True
+    )
+    load = catalog.add_parser("load", help="check a catalog TOML file and put it on sale")
+    load.add_argument("file", type=Path, metavar="FILE")
+    _add_database_flags(load)
+    load.set_defaults(run=_catalog_load)
+    show = catalog.add_parser("show", help="print the catalog on sale")
+    _add_database_flags(show)
+    show.set_defaults(run=_catalog_show)
+
+    audit = commands.add_parser(
+        "audit", help="check the money invariants; exit 1 naming the rows when one fails"
+    )
+    _add_database_flags(audit)
+    audit.set_defaults(run=_audit)
+
+    add_channel_sim_parser(commands)
 
     device = commands.add_parser("device", help="manage devices").add_subparsers(
         dest="device_command", required=True
@@ -70,7 +107,7 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
     config = ServerConfig.from_env()
     flags = {
         name: getattr(args, name)
-        for name in ("host", "port", "dsn", "data_dir", "log_level")
+        for name in ("host", "port", "dsn", "data_dir", "log_level", "demo", "channel_sim_url")
         if getattr(args, name, None) is not None
     }
     return attrs.evolve(config, **flags)
@@ -168,6 +205,53 @@ async def _device_revoke(db: Database, args: argparse.Namespace) -> int:
         return 1
     print(f"device {args.device_id} revoked")
     return 0
+
+
+@_with_database
+async def _catalog_load(db: Database, args: argparse.Namespace) -> int:
+    try:
+        source = args.file.read_text(encoding="utf-8")
+    except OSError as exc:
+        print(f"scenic: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 1
+    catalog = parse_catalog(source)  # raises bad_catalog naming the entry
+    today = datetime.now(ZoneInfo(catalog.timezone)).date()
+    overbooked = await db.run(site.store_catalog, source, catalog, today)
+    print(
+        f"catalog of {catalog.name_en} on sale: {len(catalog.products)} products, "
+        f"{len(catalog.slots)} slots, {len(catalog.date_capacity)} dates with their own capacity"
+    )
+    for visit_date, slot, capacity, reserved in overbooked:
+        print(
+            f"warning: {visit_date} {slot or 'whole day'} already holds {reserved} visitors, "
+            f"more than the new capacity {capacity}; kept at {reserved}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+@_with_database
+async def _catalog_show(db: Database, args: argparse.Namespace) -> int:
+    source = await db.run(site.load_catalog_source)
+    if source is None:
+        print("scenic: no catalog loaded; scenic catalog load FILE", file=sys.stderr)
+        return 1
+    print(source, end="" if source.endswith("\n") else "\n")
+    return 0
+
+
+@_with_database
+async def _audit(db: Database, args: argparse.Namespace) -> int:
+    results = await db.run(run_audit)
+    failed = 0
+    for result in results:
+        mark = "ok  " if result.ok else "FAIL"
+        print(f"{mark} {result.check.name}: {result.check.promise}")
+        for row in result.offenders:
+            print(f"       {row}")
+        failed += not result.ok
+    print(f"{len(results) - failed} of {len(results)} checks hold")
+    return 1 if failed else 0
 
 
 def _when(moment) -> str:

@@ -52,9 +52,25 @@ class ServerConfig:
     commit_delay_s: float = 0.002
     #: the most writes one group commit batch takes
     commit_max_batch: int = 512
+    #: seconds an unpaid order holds its capacity before it expires
+    order_ttl_s: float = 900.0
+    #: load the demo park's catalog at start when no catalog has been loaded
+    demo: bool = False
+    #: the API of a ``scenic channel-sim`` process standing in for WeChat Pay and
+    #: Alipay; ``None`` runs the simulator inside the server
+    channel_sim_url: str | None = None
+    #: the merchant keys shared with the channels (default: in ``data_dir``)
+    channel_keys: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+    #: seconds the outbox worker sleeps when nothing is due
+    outbox_poll_s: float = 1.0
     db_pool_min: int = 2
     db_pool_max: int = 8
     log_level: str = "INFO"
+
+    @property
+    def channel_keys_path(self) -> Path:
+        """Where the merchant keys shared with the payment channels live."""
+        return self.channel_keys or self.data_dir / "channel_keys.json"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ServerConfig:
@@ -79,6 +95,10 @@ def _parse(field: attrs.Attribute, raw: str) -> object:
             return int(raw)
         if kind == "float":
             return float(raw)
+        if kind == "bool":
+            if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError
+            return raw.lower() in ("1", "true", "yes")
     except ValueError:
         raise ValueError(f"SCENIC_{field.name.upper()}={raw!r} is not a {kind}") from None
     return raw

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from datetime import datetime
+from functools import partial
+from pathlib import Path
 
 import attrs
 import trio
 
-from server.app import run_server
+from server.app import run_server, utc_now
 from server.auth import hash_token, new_token
+from server.channels.keys import load_or_create_channel_keys
+from server.channels.notifier import NotifyPolicy
 from server.config import ServerConfig
 from server.ops import OpTable
+from server.selling import ChannelSet, build_channels
 from server.storage import devices
 from server.storage.database import Database
 
@@ -25,6 +33,9 @@ class RunningServer:
     tokens: Mapping[str, str]
     config: ServerConfig
     shutdown: trio.Event
+    channels: ChannelSet
+    #: the merchant keys the channels sign notifications with
+    channel_keys: Mapping[str, bytes]
 
 
 @asynccontextmanager
@@ -34,17 +45,27 @@ async def running_server(
     device_roles: Mapping[str, str],
     *,
     ops: OpTable | None = None,
+    clock: Callable[[], datetime] = utc_now,
+    notify_policy: NotifyPolicy | None = None,
     **config_overrides,
 ) -> AsyncIterator[RunningServer]:
-    """Register ``device_roles`` ({id: role}), run a server on a free port, stop it on exit."""
+    """Register ``device_roles`` ({id: role}), run a server on a free port, stop it on exit.
+
+    The server sells the demo park and simulates WeChat Pay and Alipay
+    in-process, with merchant keys in a temporary directory.
+    """
     tokens = {}
     for device_id, role in device_roles.items():
         tokens[device_id] = new_token()
         await devices.add_device(db, device_id, role, hash_token(tokens[device_id]))
+    keys_dir = Path(tempfile.mkdtemp(prefix="scenic-test-keys-"))
+    config_overrides.setdefault("channel_keys", keys_dir / "channel_keys.json")
+    config_overrides.setdefault("demo", True)
     config = ServerConfig(
         host="127.0.0.1",
         port=0,
         dsn=dsn,
+        data_dir=keys_dir,
         shutdown_grace_s=5.0,
         hello_timeout_s=5.0,
         db_pool_min=1,
@@ -52,13 +73,30 @@ async def running_server(
         **config_overrides,
     )
     shutdown = trio.Event()
-    async with trio.open_nursery() as nursery:
-        info = await nursery.start(
-            lambda task_status: run_server(
-                config, shutdown=shutdown, ops=ops, task_status=task_status
+    channels = build_channels(config, clock, notify_policy)
+    try:
+        async with trio.open_nursery() as nursery:
+            info = await nursery.start(
+                partial(
+                    run_server,
+                    config,
+                    shutdown=shutdown,
+                    ops=ops,
+                    clock=clock,
+                    channels=channels,
+                )
             )
-        )
-        try:
-            yield RunningServer(f"ws://127.0.0.1:{info.port}", info.port, tokens, config, shutdown)
-        finally:
-            shutdown.set()
+            try:
+                yield RunningServer(
+                    f"ws://127.0.0.1:{info.port}",
+                    info.port,
+                    tokens,
+                    config,
+                    shutdown,
+                    channels,
+                    load_or_create_channel_keys(config.channel_keys_path),
+                )
+            finally:
+                shutdown.set()
+    finally:
+        shutil.rmtree(keys_dir, ignore_errors=True)

@@ -7,8 +7,10 @@ from server.ops import OpTable
 
 def build_op_table() -> OpTable:
     """Every op the server offers, declared by the handler modules."""
-    from server.handlers import core
+    from server.handlers import core, orders, simulator
 
     table = OpTable()
     core.register(table)
+    orders.register(table)
+    simulator.register(table)
     return table

@@ -1,0 +1,1 @@
+"""Orders: the pure order state machine and the actor that owns each order."""

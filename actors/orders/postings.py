@@ -1,0 +1,65 @@
+"""Ledger postings for order events: every money movement, double-entry, pure.
+
+Each money event becomes a balanced set of :class:`Posting` lines (debits
+positive, credits negative, summing to zero). Accounts:
+
+- ``clearing:<channel>``: money held for us by a channel (or in the cash drawer);
+- ``revenue:tickets``: ticket sales;
+- ``refunds:payable``: refunds owed and not yet confirmed by their channel.
+
+A captured payment moves money from the visitor into clearing against revenue;
+a duplicate payment goes into clearing against refunds payable; a staff refund
+takes revenue back into refunds payable; a confirmed refund pays the payable
+out of clearing.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from actors.orders.domain import (
+    DuplicatePaymentRefunding,
+    Event,
+    Order,
+    PaymentCaptured,
+    RefundConfirmed,
+    TicketsRefunding,
+)
+
+REVENUE = "revenue:tickets"
+REFUNDS_PAYABLE = "refunds:payable"
+
+
+def clearing(channel: str) -> str:
+    """The clearing account of ``channel``."""
+    return f"clearing:{channel}"
+
+
+@attrs.frozen
+class Posting:
+    """One ledger line: an account and a signed amount (debit > 0, credit < 0)."""
+
+    account: str
+    amount_fen: int
+    memo: str
+
+
+def postings_for(order: Order | None, event: Event) -> list[Posting]:
+    """The balanced postings ``event`` makes on ``order`` (its state before the event).
+
+    Events that move no money give an empty list.
+    """
+    if isinstance(event, PaymentCaptured):
+        return _pair(clearing(event.channel), REVENUE, event.amount_fen, "capture")
+    if isinstance(event, DuplicatePaymentRefunding):
+        return _pair(clearing(event.channel), REFUNDS_PAYABLE, event.amount_fen, "duplicate")
+    if isinstance(event, TicketsRefunding):
+        return _pair(REVENUE, REFUNDS_PAYABLE, event.amount_fen, "staff refund")
+    if isinstance(event, RefundConfirmed):
+        refund = order.refunds[event.out_refund_no]
+        return _pair(REFUNDS_PAYABLE, clearing(refund.channel), refund.amount_fen, "refund paid")
+    return []
+
+
+def _pair(debit: str, credit: str, amount_fen: int, memo: str) -> list[Posting]:
+    return [Posting(debit, amount_fen, memo), Posting(credit, -amount_fen, memo)]

@@ -1,0 +1,1 @@
+"""Tickets: their codes, and (with the gates) the rules of admission."""

@@ -1,0 +1,151 @@
+"""The audit: SQL checks that prove the money promises hold in the database.
+
+``scenic audit`` runs every check and exits non-zero when one fails, naming
+the offending rows. The checks read only; they are safe against a live
+server (each runs in one repeatable-read snapshot so they see one moment).
+"""
+
+from __future__ import annotations
+
+import asyncpg
+import attrs
+
+
+@attrs.frozen
+class AuditCheck:
+    """One invariant: its name, what it means, and the SQL that lists violations."""
+
+    name: str
+    promise: str
+    sql: str
+
+
+@attrs.frozen
+class AuditResult:
+    """A check and the rows that break it (none when it holds)."""
+
+    check: AuditCheck
+    offenders: tuple[dict, ...]
+
+    @property
+    def ok(self) -> bool:
+        """True when no row breaks the invariant."""
+        return not self.offenders
+
+
+CHECKS = (
+    AuditCheck(
+        "ledger_transactions_balance",
+        "each ledger transaction's entries sum to zero",
+        """select txn_id, sum(amount_fen) as imbalance_fen from ledger_entries
+           group by txn_id having sum(amount_fen) <> 0 order by txn_id limit 100""",
+    ),
+    AuditCheck(
+        "ledger_balances",
+        "all ledger entries together sum to zero",
+        """select sum(amount_fen) as imbalance_fen from ledger_entries
+           having coalesce(sum(amount_fen), 0) <> 0""",
+    ),
+    AuditCheck(
+        "collected_once",
+        "no order has more than one captured payment",
+        """select order_id, count(*) as captures from payment_confirmations where captured
+           group by order_id having count(*) > 1 order by order_id limit 100""",
+    ),
+    AuditCheck(
+        "net_collected",
+        "each order keeps its total less staff refunds if paid, and nothing otherwise",
+        """with money as (
+             select o.order_id, o.status, o.total_fen,
+                    coalesce((select sum(amount_fen) from payment_confirmations c
+                               where c.order_id = o.order_id), 0) as received_fen,
+                    coalesce((select sum(amount_fen) from refunds r
+                               where r.order_id = o.order_id), 0) as refunded_fen,
+                    coalesce((select sum(amount_fen) from refunds r
+                               where r.order_id = o.order_id and r.staff), 0) as staff_fen
+               from orders o)
+           select order_id, status, total_fen, received_fen, refunded_fen from money
+            where received_fen - refunded_fen
+                  <> case when status = 'paid' then total_fen - staff_fen else 0 end
+            order by order_id limit 100""",
+    ),
+    AuditCheck(
+        "duplicates_refunded",
+        "every payment that did not capture its order has a refund",
+        """select c.channel, c.channel_txn_id, c.order_id, c.amount_fen
+             from payment_confirmations c
+            where not c.captured and not exists (
+                  select 1 from refunds r where r.channel = c.channel
+                     and r.channel_txn_id = c.channel_txn_id and not r.staff
+                     and r.amount_fen = c.amount_fen)
+            order by c.order_id limit 100""",
+    ),
+    AuditCheck(
+        "refunds_within_payment",
+        "no payment is refunded more than it paid",
+        """select c.channel, c.channel_txn_id, c.amount_fen,
+                  sum(r.amount_fen) as refunded_fen
+             from payment_confirmations c
+             join refunds r on r.channel = c.channel and r.channel_txn_id = c.channel_txn_id
+            group by c.channel, c.channel_txn_id, c.amount_fen
+           having sum(r.amount_fen) > c.amount_fen limit 100""",
+    ),
+    AuditCheck(
+        "pending_refunds_in_outbox",
+        "every unconfirmed refund has an outbox entry that will deliver it",
+        """select r.out_refund_no, r.order_id, r.amount_fen from refunds r
+            where r.confirmed_at is null and not exists (
+                  select 1 from outbox b where b.dedupe_key = 'refund:' || r.out_refund_no)
+            limit 100""",
+    ),
+    AuditCheck(
+        "paid_orders_have_tickets",
+        "a paid order has one ticket per admission, and an unpaid one none",
+        """select o.order_id, o.status,
+                  (select coalesce(sum((l->>'quantity')::int), 0)
+                     from jsonb_array_elements(o.lines) l) as entitled,
+                  (select count(*) from tickets t where t.order_id = o.order_id) as issued
+             from orders o
+            where (select count(*) from tickets t where t.order_id = o.order_id)
+                  <> case when o.status = 'paid'
+                          then (select coalesce(sum((l->>'quantity')::int), 0)
+                                  from jsonb_array_elements(o.lines) l)
+                          else 0 end
+            order by o.order_id limit 100""",
+    ),
+    AuditCheck(
+        "capacity_matches_orders",
+        "capacity reserved equals the tickets of pending and paid orders",
+        """with held as (
+             select (l->>'visit_date')::date as visit_date, coalesce(l->>'slot', '') as slot,
+                    sum((l->>'quantity')::int) as quantity
+               from orders o, jsonb_array_elements(o.lines) l
+              where o.status in ('pending', 'paid')
+              group by 1, 2)
+           select c.visit_date, c.slot, c.reserved, coalesce(h.quantity, 0) as held
+             from capacity c left join held h using (visit_date, slot)
+            where c.reserved <> coalesce(h.quantity, 0)
+           union all
+           select h.visit_date, h.slot, null, h.quantity from held h
+            where not exists (select 1 from capacity c where c.visit_date = h.visit_date
+                                and c.slot = h.slot)
+           limit 100""",
+    ),
+)
+
+
+async def run_audit(conn: asyncpg.Connection) -> list[AuditResult]:
+    """Run every check in one read-only snapshot; returns each check's offenders."""
+    results = []
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        for check in CHECKS:
+            rows = await conn.fetch(check.sql)
+            results.append(AuditResult(check, tuple(_plain(dict(row)) for row in rows)))
+    return results
+
+
+def _plain(row: dict) -> dict:
+    return {
+        key: (value if isinstance(value, int | str | None) else str(value))
+        for key, value in row.items()
+    }

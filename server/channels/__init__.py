@@ -1,0 +1,1 @@
+"""Payment channels: the adapter interface, notification signing, and the simulator."""

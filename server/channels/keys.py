@@ -1,0 +1,84 @@
+"""The merchant keys the server and the channel simulator share, one per QR channel.
+
+A real merchant downloads its API key from each channel's merchant platform
+and configures it on both ends; here one JSON file in the data directory
+holds them, ``{"wechat": "<64 hex>", "alipay": "<64 hex>"}``, readable by its
+owner only. Whichever of the server and the simulator starts first creates
+it; the other reads the same file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+from server.channels.adapter import QR_CHANNELS
+from server.errors import ScenicError
+
+#: bytes of each merchant key (written as 64 hex digits)
+KEY_BYTES = 32
+
+
+class BadChannelKeys(ScenicError):
+    """The keys file cannot be read or does not hold a key for every QR channel."""
+
+    code = "bad_channel_keys"
+
+
+def load_or_create_channel_keys(path: Path) -> dict[str, bytes]:
+    """The merchant key of each QR channel, from ``path``, creating the file if missing.
+
+    A missing file is created with fresh random keys and mode 0o600, atomically:
+    the keys are written to a temporary file beside it and hard-linked into
+    place, which never replaces an existing file, so when two processes race
+    both end up with the keys of whichever linked first. Raises
+    :class:`BadChannelKeys` (``bad_channel_keys``) when the file exists but is
+    unreadable, not JSON, or lacks a 64-hex-digit key for a channel.
+    """
+    path = Path(path)
+    if not path.exists():
+        _create(path)
+    return _read(path)
+
+
+def _create(path: Path) -> None:
+    keys = {name: secrets.token_bytes(KEY_BYTES).hex() for name in QR_CHANNELS}
+    data = (json.dumps(keys, indent=2) + "\n").encode()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            try:
+                os.link(temp, path)
+            except FileExistsError:
+                pass  # another process created it first: its keys are the ones
+        finally:
+            temp.unlink(missing_ok=True)
+    except OSError as exc:
+        raise BadChannelKeys(f"cannot create the channel keys file {path}: {exc}") from None
+
+
+def _read(path: Path) -> dict[str, bytes]:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise BadChannelKeys(f"cannot read the channel keys file {path}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise BadChannelKeys(f"the channel keys file {path} must hold a JSON object")
+    keys = {}
+    for name in QR_CHANNELS:
+        value = raw.get(name)
+        if not isinstance(value, str) or len(value) != 2 * KEY_BYTES:
+            raise BadChannelKeys(f"the channel keys file {path} lacks a 64-hex-digit {name} key")
+        try:
+            keys[name] = bytes.fromhex(value)
+        except ValueError:
+            raise BadChannelKeys(f"the {name} key in {path} is not hex") from None
+    return keys

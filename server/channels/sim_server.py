@@ -1,0 +1,363 @@
+"""The channel simulator as a process: its merchant API and its notifications.
+
+``scenic channel-sim`` runs this. It offers the simulated channels' merchant
+API over a websocket (subprotocol ``scenic-channel-sim.v1``; one CBOR map per
+binary message, ``{"id", "op", "args"}`` answered by ``{"id", "ok"}`` or
+``{"id", "error": {"code", "message"}}``, the same envelope as the scenic
+protocol) with the ops ``create_payment``, ``query_payment``,
+``close_payment``, ``refund``, ``query_refund`` and ``statement`` (each takes
+``channel``), plus the visitor-side ``pay``. Times travel as float seconds
+since the epoch, dates as ``YYYY-MM-DD``.
+
+Notifications of payments made with ``pay`` go to the scenic server as
+``payment.notify`` requests over one client connection with the ``channel``
+role, reconnecting with backoff when it is lost; a notification whose
+connection is gone is not acknowledged, so its :class:`Notifier` retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime
+from functools import partial
+from typing import Any
+
+import attrs
+import trio
+from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
+
+from clients.client import ConnectionLost, RemoteError, connect
+from server.channels.adapter import QR_CHANNELS, ChannelError, ChannelUnavailable
+from server.channels.notifier import Notifier, NotifyPolicy
+from server.channels.simulator import ChannelSimulator, utc_now
+from server.envelope import Rejected, error_frame, ok_frame, read_request
+from server.errors import BadFrame, BadRequest, ScenicError, UnknownOp
+from server.schema import Arg, parse_args
+
+log = logging.getLogger("scenic.channels.sim")
+
+SUBPROTOCOL = "scenic-channel-sim.v1"
+#: the largest request frame the API reads
+MAX_REQUEST_BYTES = 64 * 1024
+#: the largest message either side accepts (a day's bill can be long)
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+_CHANNEL = Arg("channel", "text", max_len=16)
+_OUT_TRADE_NO = Arg("out_trade_no", "text", max_len=64)
+_OUT_REFUND_NO = Arg("out_refund_no", "text", max_len=64)
+_FEN = {"low": 1, "high": 10**12}
+
+#: every op of the API and its arguments
+OP_ARGS: dict[str, tuple[Arg, ...]] = {
+    "create_payment": (
+        _CHANNEL,
+        _OUT_TRADE_NO,
+        Arg("amount_fen", "int", **_FEN),
+        Arg("description", "text", required=False, max_len=256, default=""),
+        Arg("expires_at", "number"),
+    ),
+    "query_payment": (_CHANNEL, _OUT_TRADE_NO),
+    "close_payment": (_CHANNEL, _OUT_TRADE_NO),
+    "refund": (
+        _CHANNEL,
+        _OUT_TRADE_NO,
+        _OUT_REFUND_NO,
+        Arg("refund_fen", "int", **_FEN),
+        Arg("total_fen", "int", **_FEN),
+        Arg("reason", "text", required=False, max_len=256, default=""),
+    ),
+    "query_refund": (_CHANNEL, _OUT_REFUND_NO),
+    "statement": (_CHANNEL, Arg("bill_date", "text", pattern=r"\d{4}-\d{2}-\d{2}")),
+    "pay": (_CHANNEL, _OUT_TRADE_NO, Arg("amount_fen", "int", required=False, low=0)),
+}
+
+
+def to_wire(value: Any) -> dict[str, Any]:
+    """An attrs value as a reply map, datetimes as float epoch seconds."""
+    return {
+        key: item.timestamp() if isinstance(item, datetime) else item
+        for key, item in attrs.asdict(value).items()
+    }
+
+
+class ChannelApi:
+    """The API's request handling, sans-IO: a frame in, a reply frame out.
+
+    ``notifiers`` (by channel) receive the notifications of ``pay``; without
+    one, ``pay`` only answers with the unsigned notification.
+    """
+
+    def __init__(
+        self,
+        simulators: Mapping[str, ChannelSimulator],
+        notifiers: Mapping[str, Notifier] | None = None,
+    ) -> None:
+        self.simulators = dict(simulators)
+        self.notifiers = dict(notifiers or {})
+
+    def answer(self, message: bytes | str) -> bytes:
+        """The reply frame to one message; never raises for bad input.
+
+        Bad frames and unknown ops get ``bad_frame``/``bad_request``/``unknown_op``
+        replies, refusals the channel's code; anything unexpected is logged and
+        answered ``internal``.
+        """
+        if isinstance(message, str):
+            request = Rejected(None, BadFrame("text frames are not accepted; send binary CBOR"))
+        else:
+            request = read_request(message, max_bytes=MAX_REQUEST_BYTES)
+        if isinstance(request, Rejected):
+            return error_frame(request.id, request.error.code, request.error.message)
+        try:
+            return ok_frame(request.id, self.handle(request.op, request.args))
+        except ScenicError as exc:
+            return error_frame(request.id, exc.code, exc.message)
+        except Exception:
+            log.exception("channel_sim.internal", extra={"op": request.op})
+            return error_frame(request.id, "internal", "internal error; see the simulator log")
+
+    def handle(self, op: str, raw_args: dict[str, Any]) -> dict[str, Any]:
+        """Run ``op`` with ``raw_args``; returns the ``ok`` map or raises ScenicError."""
+        spec = OP_ARGS.get(op)
+        if spec is None:
+            raise UnknownOp(f"unknown op {op!r}; ops: {', '.join(OP_ARGS)}")
+        args = parse_args(spec, raw_args)
+        simulator = self.simulators.get(args["channel"])
+        if simulator is None:
+            raise ChannelError(
+                f"no channel {args['channel']!r}; channels: {', '.join(self.simulators)}",
+                code="unknown_channel",
+            )
+        return getattr(self, "_" + op)(simulator, args)
+
+    def _create_payment(self, simulator: ChannelSimulator, args: dict) -> dict:
+        expires_at = _from_epoch(args["expires_at"])
+        created = simulator.create_payment(
+            args["out_trade_no"], args["amount_fen"], args["description"], expires_at
+        )
+        return to_wire(created)
+
+    def _query_payment(self, simulator: ChannelSimulator, args: dict) -> dict:
+        return to_wire(simulator.query_payment(args["out_trade_no"]))
+
+    def _close_payment(self, simulator: ChannelSimulator, args: dict) -> dict:
+        simulator.close_payment(args["out_trade_no"])
+        return {}
+
+    def _refund(self, simulator: ChannelSimulator, args: dict) -> dict:
+        status = simulator.refund(
+            args["out_trade_no"],
+            args["out_refund_no"],
+            args["refund_fen"],
+            args["total_fen"],
+            args["reason"],
+        )
+        return to_wire(status)
+
+    def _query_refund(self, simulator: ChannelSimulator, args: dict) -> dict:
+        return to_wire(simulator.query_refund(args["out_refund_no"]))
+
+    def _statement(self, simulator: ChannelSimulator, args: dict) -> dict:
+        try:
+            bill_date = date.fromisoformat(args["bill_date"])
+        except ValueError:
+            raise BadRequest(f"bill_date {args['bill_date']!r} is not a date") from None
+        return {"text": simulator.statement(bill_date)}
+
+    def _pay(self, simulator: ChannelSimulator, args: dict) -> dict:
+        notifier = self.notifiers.get(simulator.name)
+        if notifier is not None and not notifier.has_room():
+            raise ChannelUnavailable("the notification queue is full; pay again later")
+        fields = simulator.pay(args["out_trade_no"], amount_fen=args["amount_fen"])
+        if notifier is not None:
+            notifier.submit(fields)
+        return {"notification": fields}
+
+
+def _from_epoch(seconds: float) -> datetime:
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise BadRequest(f"{seconds} is not a time") from None
+
+
+async def serve_channel_api(
+    simulators: Mapping[str, ChannelSimulator],
+    host: str,
+    port: int,
+    *,
+    notifiers: Mapping[str, Notifier] | None = None,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the merchant API of ``simulators`` on ``host``:``port`` until cancelled.
+
+    ``port`` 0 picks a free port; ``task_status.started`` receives the API's
+    ``ws://`` url. Each connection's requests are answered in order.
+    """
+    api = ChannelApi(simulators, notifiers)
+
+    async def handle(request: WebSocketRequest) -> None:
+        if SUBPROTOCOL not in request.proposed_subprotocols:
+            await request.reject(400, body=f"offer the subprotocol {SUBPROTOCOL}".encode())
+            return
+        ws = await request.accept(subprotocol=SUBPROTOCOL)
+        try:
+            while True:
+                message = await ws.get_message()
+                await ws.send_message(api.answer(message))
+        except ConnectionClosed:
+            pass  # the merchant left
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            partial(
+                serve_websocket,
+                handle,
+                host,
+                port,
+                None,
+                max_message_size=MAX_REQUEST_BYTES * 2,
+                connect_timeout=10,
+                disconnect_timeout=5,
+            )
+        )
+        task_status.started(f"ws://{host}:{server.port}")
+
+
+class ServerLink:
+    """The simulator's connection to the scenic server, as a ``channel`` device.
+
+    :meth:`run` keeps it connected, reconnecting with exponential backoff;
+    :meth:`deliver` sends one notification over it and says whether the
+    server acknowledged it.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        device_id: str,
+        token: str,
+        *,
+        request_timeout_s: float = 10.0,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+    ) -> None:
+        self.url = url
+        self.device_id = device_id
+        self._token = token
+        self.request_timeout_s = request_timeout_s
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self._client = None
+        self._connected = trio.Event()
+
+    @property
+    def connected(self) -> bool:
+        """Whether a connection to the server is up now."""
+        return self._client is not None
+
+    async def wait_connected(self) -> None:
+        """Wait until a connection to the server is up."""
+        await self._connected.wait()
+
+    async def run(self) -> None:
+        """Stay connected to the server until cancelled."""
+        delay = self.backoff_base_s
+        while True:
+            try:
+                async with connect(
+                    self.url, self.device_id, self._token, timeout=self.request_timeout_s
+                ) as client:
+                    self._client = client
+                    self._connected.set()
+                    delay = self.backoff_base_s
+                    log.info("channel_sim.connected", extra={"server": self.url})
+                    async for _event in client.events():
+                        pass  # nothing is pushed to channels; this ends when the connection does
+                log.warning("channel_sim.disconnected", extra={"server": self.url})
+            except Exception as exc:
+                log.warning(
+                    "channel_sim.connection_failed",
+                    extra={"server": self.url, "error": repr(exc), "retry_in_s": delay},
+                )
+            finally:
+                self._client = None
+                if self._connected.is_set():
+                    self._connected = trio.Event()
+            await trio.sleep(delay)
+            delay = min(delay * 2, self.backoff_max_s)
+
+    async def deliver(self, fields: dict[str, Any]) -> bool:
+        """Send one signed notification as ``payment.notify``; ``True`` if acknowledged.
+
+        ``False`` when there is no connection, it is lost before the reply,
+        the reply is late, or the server refuses the notification.
+        """
+        client = self._client
+        if client is None:
+            return False
+        try:
+            await client.request("payment.notify", timeout=self.request_timeout_s, **fields)
+        except RemoteError as exc:
+            log.warning(
+                "channel_sim.notify_refused",
+                extra={"out_trade_no": fields.get("out_trade_no"), "code": exc.code},
+            )
+            return False
+        except (ConnectionLost, trio.TooSlowError):
+            return False
+        return True
+
+
+@attrs.frozen
+class ChannelSim:
+    """A running simulator (:func:`run_channel_sim`): its API url and its parts."""
+
+    url: str
+    simulators: Mapping[str, ChannelSimulator]
+    notifiers: Mapping[str, Notifier]
+    link: ServerLink
+
+
+async def run_channel_sim(
+    server_url: str,
+    device_id: str,
+    token: str,
+    api_host: str,
+    api_port: int,
+    keys: Mapping[str, bytes],
+    policy: NotifyPolicy,
+    refund_mode: str = "instant",
+    *,
+    clock: Callable[[], datetime] = utc_now,
+    rng: random.Random | None = None,
+    task_status: trio.TaskStatus[ChannelSim] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the simulated WeChat Pay and Alipay until cancelled.
+
+    Serves the API on ``api_host``:``api_port`` (0: a free port), delivers
+    notifications to ``server_url`` as device ``device_id``, and logs
+    ``channel_sim.listening`` with the API url. ``task_status.started``
+    receives a :class:`ChannelSim`. Raises ``KeyError`` if ``keys`` lacks a
+    QR channel's key, ``ValueError`` for an unknown ``refund_mode``.
+    """
+    rng = rng or random.Random()
+    link = ServerLink(server_url, device_id, token, request_timeout_s=policy.timeout_s)
+    simulators = {
+        name: ChannelSimulator(name, keys[name], clock, refund_mode=refund_mode, rng=rng)
+        for name in QR_CHANNELS
+    }
+    notifiers = {
+        name: Notifier(link.deliver, keys[name], clock, policy, rng) for name in QR_CHANNELS
+    }
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(link.run)
+        for notifier in notifiers.values():
+            nursery.start_soon(notifier.run)
+        url = await nursery.start(
+            partial(serve_channel_api, simulators, api_host, api_port, notifiers=notifiers)
+        )
+        log.info("channel_sim.listening", extra={"url": url, "server": server_url})
+        task_status.started(ChannelSim(url, simulators, notifiers, link))

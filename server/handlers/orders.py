@@ -1,0 +1,442 @@
+"""Ops for selling: the catalog, orders, payments from every channel, refunds.
+
+Every op that touches an order asks that order's actor, so the order's
+commands run one at a time and each reply is sent after its commit. Ids and
+times are minted here, in the shell, and travel in the command.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from actors.orders.actor import OrderOutcome
+from actors.orders.domain import (
+    CancelOrder,
+    ConfirmPayment,
+    CreateOrder,
+    Order,
+    OrderLine,
+    RefundTickets,
+    StartPayment,
+)
+from server.errors import BadRequest, NotFound, ScenicError
+from server.ids import new_order_id, new_out_refund_no, new_out_trade_no, new_ticket_id
+from server.ops import OpContext, OpTable
+from server.schema import Arg
+from server.storage import orders as order_queries
+
+if TYPE_CHECKING:
+    from server.app import Services
+
+log = logging.getLogger("scenic.orders")
+security_log = logging.getLogger("scenic.security")
+
+SELLERS = {"kiosk", "counter"}
+DESK = {"counter", "admin"}
+ORDER_ID = Arg("order", "text", max_len=40)
+MAX_FEN = 10**10  # 100 million yuan: anything larger is a typo or an attack
+
+LINE_FIELDS = (
+    Arg("product", "text", max_len=32),
+    Arg("quantity", "int", low=1, high=200),
+    Arg("date", "text", pattern=r"\d{4}-\d{2}-\d{2}"),
+    Arg("slot", "text", required=False, max_len=8),
+)
+
+
+async def ask_order(services: Services, order_id: str, command: object) -> OrderOutcome:
+    """Send ``command`` to the order's actor and return its outcome."""
+    return await services.registry.ask(("order", order_id), command, services.config.ask_timeout_s)
+
+
+def order_view(order: Order, services: Services) -> dict[str, Any]:
+    """The order as the protocol shows it (docs/protocol.md, ``order``)."""
+    return {
+        "order": order.order_id,
+        "status": order.status.value,
+        "total_fen": order.total_fen,
+        "created_at": order.created_at.timestamp(),
+        "expires_at": order.expires_at.timestamp(),
+        "lines": [
+            {
+                "product": line.product_id,
+                "quantity": line.quantity,
+                "date": line.visit_date.isoformat(),
+                "slot": line.slot,
+                "unit_price_fen": line.unit_price_fen,
+            }
+            for line in order.lines
+        ],
+        "payments": [
+            {
+                "out_trade_no": p.out_trade_no,
+                "channel": p.channel,
+                "amount_fen": p.amount_fen,
+                "state": p.state,
+                "channel_txn_id": p.channel_txn_id,
+            }
+            for p in order.payments.values()
+        ],
+        "tickets": [
+            {
+                "ticket": t.ticket_id,
+                "code": services.ticket_code(t.ticket_id),
+                "product": t.product_id,
+                "date": t.visit_date.isoformat(),
+                "slot": t.slot,
+                "refunded": t.ticket_id in order.void_ticket_ids,
+            }
+            for t in order.tickets
+        ],
+        "refunds": [
+            {
+                "out_refund_no": r.out_refund_no,
+                "out_trade_no": r.out_trade_no,
+                "channel": r.channel,
+                "amount_fen": r.amount_fen,
+                "reason": r.reason,
+                "confirmed": r.confirmed,
+            }
+            for r in order.refunds.values()
+        ],
+    }
+
+
+def register(table: OpTable) -> None:
+    """Declare the selling ops on ``table``."""
+
+    @table.op("catalog.list", roles={"kiosk", "counter", "admin", "rental"})
+    async def catalog_list(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+        """The site, its time slots and the products on sale."""
+        catalog = ctx.services.current_catalog()
+        return {
+            "site": {"name_zh": catalog.name_zh, "name_en": catalog.name_en},
+            "timezone": catalog.timezone,
+            "slots": [
+                {
+                    "slot": s.slot_id,
+                    "starts": s.starts.isoformat("minutes"),
+                    "ends": s.ends.isoformat("minutes"),
+                }
+                for s in catalog.slots
+            ],
+            "products": [
+                {
+                    "product": p.product_id,
+                    "name_zh": p.name_zh,
+                    "name_en": p.name_en,
+                    "price_fen": p.price_fen,
+                    "entries": p.entries_allowed,
+                    "needs_slot": p.needs_slot,
+                    "zones": list(p.zones),
+                }
+                for p in catalog.products
+            ],
+        }
+
+    @table.op(
+        "order.create",
+        roles=SELLERS,
+        args=(
+            Arg("client_key", "text", max_len=64),
+            Arg("lines", "list", max_len=20, fields=LINE_FIELDS),
+        ),
+    )
+    async def order_create(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+        """Create a pending order; the same client_key from the same device gives the same order."""
+        services = ctx.services
+        existing = await services.db.run(
+            order_queries.order_for_client_key, ctx.device_id, args["client_key"]
+        )
+        if existing is None:
+            now = services.clock()
+            lines = tuple(_order_line(services, line, now) for line in args["lines"])
+            command = CreateOrder(
+                new_order_id(now),
+                ctx.device_id,
+                args["client_key"],
+                lines,
+                now,
+                now + timedelta(seconds=services.config.order_ttl_s),
+            )
+            try:
+                outcome = await ask_order(services, command.order_id, command)
+                services.expiry.watch(outcome.order.order_id, outcome.order.expires_at)
+                return order_view(outcome.order, services)
+            except ScenicError as exc:
+                if exc.code != "order_exists":
+                    raise
+            existing = await services.db.run(
+                order_queries.order_for_client_key, ctx.device_id, args["client_key"]
+            )
+        return order_view(await _current(services, existing), services)
+
+    @table.op("order.get", roles=SELLERS | DESK, args=(ORDER_ID,))
+    async def order_get(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+        """The order with its payments, tickets and refunds."""
+        return order_view(await _current(ctx.services, args["order"]), ctx.services)
+
+    @table.op("order.cancel", roles=SELLERS | DESK, args=(ORDER_ID,))
+    async def order_cancel(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+        """Cancel a pending order and release its capacity."""
+        services = ctx.services
+        await _current(services, args["order"])
+        outcome = await ask_order(services, args["order"], CancelOrder(services.clock()))
+        return order_view(outcome.order, services)
+
+    @table.op(
+        "payment.start",
+        roles=SELLERS,
+        args=(ORDER_ID, Arg("channel", "text", pattern=r"wechat|alipay|cash|card")),
+    )
+    async def payment_start(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+        """Start paying an order by a channel: the amount and, for QR channels, the QR."""
+        services = ctx.services
+        order = await _current(services, args["order"])
+        now = services.clock()
+        out_trade_no = new_out_trade_no(now)
+        outcome = await ask_order(
+            services, order.order_id, StartPayment(out_trade_no, args["channel"], now)
+        )
+        reply = {
+            "order": order.order_id,
+            "out_trade_no": out_trade_no,
+            "amount_fen": outcome.order.total_fen,
+            "channel": args["channel"],
+            "qr": None,
+        }
+        channel = services.channels.get(args["channel"])
+        if channel is not None:
+            created = await channel.create_payment(
+                out_trade_no,
+                outcome.order.total_fen,
+                f"tickets {order.order_id}",
+                outcome.order.expires_at,
+            )
+            reply["qr"] = created.qr_payload
+        return reply
+
+    @table.op(
+        "payment.record",
+        roles={"counter"},
+        args=(
+            ORDER_ID,
+            Arg("channel", "text", pattern=r"cash|card"),
+            Arg("amount_fen", "int", low=1, high=MAX_FEN),
+            Arg("key", "text", max_len=64),
+            Arg("card_ref", "text", required=False, max_len=64),
+        ),
+    )
+    async def payment_record(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+        """A cashier records cash or card taken for an order; idempotent by key."""
+        services = ctx.services
+        order = await _current(services, args["order"])
+        now = services.clock()
+        txn = f"{args['channel']}:{ctx.device_id}:{args['key']}"
+        out_trade_no = await services.db.run(
+            order_queries.out_trade_no_of_txn, args["channel"], txn
+        )
+        if out_trade_no is None:
+            out_trade_no = new_out_trade_no(now)
+            await ask_order(
+                services,
+                order.order_id,
+                StartPayment(out_trade_no, args["channel"], now, money_taken=True),
+            )
+        outcome = await _confirm(
+            services, order, out_trade_no, args["channel"], txn, args["amount_fen"], now
+        )
+        return _payment_reply(outcome, out_trade_no, txn, services)
+
+    @table.op(
+        "payment.notify",
+        roles={"channel"},
+        args=(
+            Arg("channel", "text", pattern=r"wechat|alipay"),
+            Arg("out_trade_no", "text", max_len=32),
+            Arg("channel_txn_id", "text", max_len=64),
+            Arg("amount_fen", "int", low=1, high=MAX_FEN),
+            Arg("paid_at", "number", low=0),
+            Arg("nonce", "text", max_len=64),
+            Arg("sign_ts", "number", low=0),
+            Arg("signature", "text", max_len=512),
+        ),
+    )
+    async def payment_notify(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+        """A channel's payment notification: verified, then confirmed through the order's actor."""
+        return await confirm_notification(ctx.services, args)
+
+    @table.op(
+        "order.refund",
+        roles={"counter"},
+        args=(
+            ORDER_ID,
+            Arg("tickets", "list", max_len=200),
+            Arg("reason", "text", max_len=200),
+            Arg("key", "text", max_len=64),
+        ),
+    )
+    async def order_refund(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+        """Refund unused tickets of a paid order; they are void at once."""
+        services = ctx.services
+        tickets = args["tickets"]
+        if not tickets or not all(isinstance(t, str) and 0 < len(t) <= 40 for t in tickets):
+            raise BadRequest("'tickets' must list the ticket ids to refund")
+        order = await _current(services, args["order"])
+        now = services.clock()
+        refund_no = await services.db.run(
+            order_queries.refund_of_key, order.order_id, f"{ctx.device_id}:{args['key']}"
+        ) or new_out_refund_no(now)
+        command = RefundTickets(
+            tuple(tickets), args["reason"], f"{ctx.device_id}:{args['key']}", refund_no, now
+        )
+        outcome = await ask_order(services, order.order_id, command)
+        return order_view(outcome.order, services)
+
+    @table.op(
+        "order.find",
+        roles=DESK,
+        args=(
+            Arg("order", "text", required=False, max_len=40),
+            Arg("out_trade_no", "text", required=False, max_len=32),
+            Arg("channel_txn_id", "text", required=False, max_len=64),
+            Arg("ticket", "text", required=False, max_len=200),
+        ),
+    )
+    async def order_find(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+        """Find an order by id, payment, channel transaction or ticket code, with its story."""
+        services = ctx.services
+        given = {k: v for k, v in args.items() if v is not None}
+        if len(given) != 1:
+            raise BadRequest("give exactly one of order, out_trade_no, channel_txn_id, ticket")
+        ((kind, value),) = given.items()
+        if kind == "ticket":
+            value = services.ticket_id_of_code(value)
+        order_id = await services.db.run(order_queries.find_order, kind, value)
+        if order_id is None:
+            raise NotFound(f"no order for {kind} {value}")
+        order = await _current(services, order_id)
+        story = await services.db.run(order_queries.order_story, order_id)
+        return {**order_view(order, services), "story": story}
+
+
+async def confirm_notification(services: Services, fields: dict[str, Any]) -> dict[str, Any]:
+    """Verify a channel's payment notification and confirm it through the order's actor.
+
+    The reply (and so the channel's acknowledgement) comes only after the
+    confirmation committed. Raises ``bad_signature`` for a forged, tampered
+    or stale notification (logged on the security log, nothing recorded),
+    ``not_found`` for a payment we never started.
+    """
+    channel = services.channels.get(fields["channel"])
+    if channel is None:
+        raise BadRequest(f"channel {fields['channel']} is not configured")
+    try:
+        channel.verify_notification(fields)
+    except ScenicError as exc:
+        security_log.warning(
+            "notify.bad_signature",
+            extra={
+                "channel": fields["channel"],
+                "out_trade_no": fields.get("out_trade_no"),
+                "detail": exc.message,
+            },
+        )
+        raise
+    order_id = await services.db.run(order_queries.order_of_payment, fields["out_trade_no"])
+    if order_id is None:
+        raise NotFound(f"no payment {fields['out_trade_no']}")
+    order = await _current(services, order_id)
+    paid_at = datetime.fromtimestamp(fields["paid_at"], UTC)
+    outcome = await _confirm(
+        services,
+        order,
+        fields["out_trade_no"],
+        fields["channel"],
+        fields["channel_txn_id"],
+        fields["amount_fen"],
+        paid_at,
+    )
+    return _payment_reply(outcome, fields["out_trade_no"], fields["channel_txn_id"], services)
+
+
+async def _current(services: Services, order_id: str | None) -> Order:
+    if order_id is None:
+        raise NotFound("no such order")
+    order = await services.db.run(order_queries.load_order, order_id)
+    if order is None:
+        raise NotFound(f"no order {order_id}")
+    return order
+
+
+def _order_line(services: Services, line: dict[str, Any], now: datetime) -> OrderLine:
+    catalog = services.current_catalog()
+    product = catalog.product(line["product"])
+    if product is None:
+        raise BadRequest(f"unknown product {line['product']!r}")
+    try:
+        visit_date = date.fromisoformat(line["date"])
+    except ValueError:
+        raise BadRequest(f"'{line['date']}' is not a date") from None
+    if visit_date < services.business_date(now):
+        raise BadRequest(f"{visit_date} is in the past")
+    slot = line["slot"]
+    known_slots = {s.slot_id for s in catalog.slots}
+    if product.needs_slot and slot not in known_slots:
+        raise BadRequest(f"{product.product_id} needs one of the slots {sorted(known_slots)}")
+    if not product.needs_slot and slot is not None:
+        raise BadRequest(f"{product.product_id} is a whole-day ticket; leave out the slot")
+    return OrderLine(
+        product.product_id,
+        line["quantity"],
+        visit_date,
+        slot,
+        product.price_fen,
+        product.entries_allowed,
+    )
+
+
+async def _confirm(
+    services: Services,
+    order: Order,
+    out_trade_no: str,
+    channel: str,
+    channel_txn_id: str,
+    amount_fen: int,
+    paid_at: datetime,
+) -> OrderOutcome:
+    now = services.clock()
+    command = ConfirmPayment(
+        out_trade_no,
+        channel,
+        channel_txn_id,
+        amount_fen,
+        paid_at,
+        now,
+        tuple(new_ticket_id(now) for _ in range(order.ticket_count)),
+        new_out_refund_no(now),
+    )
+    return await ask_order(services, order.order_id, command)
+
+
+def _payment_reply(
+    outcome: OrderOutcome, out_trade_no: str, channel_txn_id: str, services: Services
+) -> dict[str, Any]:
+    order = outcome.order
+    captured = (
+        order.captured_out_trade_no == out_trade_no
+        and order.payments[out_trade_no].channel_txn_id == channel_txn_id
+    )
+    refund = next(
+        (r for r in order.refunds.values() if not r.staff and r.channel_txn_id == channel_txn_id),
+        None,
+    )
+    return {
+        "order": order.order_id,
+        "status": order.status.value,
+        "result": "captured" if captured else "refunding",
+        "out_refund_no": None if captured or refund is None else refund.out_refund_no,
+        "tickets": len(order.tickets),
+    }

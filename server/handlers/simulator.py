@@ -1,0 +1,50 @@
+"""The in-process channel simulator's visitor side: ``sim.pay`` stands in for a phone.
+
+When WeChat Pay and Alipay are simulated inside the server (the demo, the
+tests), nobody can scan the kiosk's QR with a real phone, so ``sim.pay`` does
+what the visitor's phone would: it pays the payment at the simulated channel,
+which then sends its signed notification to this server, with retries, like
+the real channel. With real channels, or a ``scenic channel-sim`` process
+(which offers its own ``pay``), the op answers ``no_simulator``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server.errors import ScenicError
+from server.handlers.orders import MAX_FEN
+from server.ops import OpContext, OpTable
+from server.schema import Arg
+
+
+def register(table: OpTable) -> None:
+    """Declare ``sim.pay`` on ``table``."""
+
+    @table.op(
+        "sim.pay",
+        roles={"kiosk", "counter", "admin"},
+        args=(
+            Arg("channel", "text", pattern=r"wechat|alipay"),
+            Arg("out_trade_no", "text", max_len=32),
+            Arg("amount_fen", "int", required=False, low=1, high=MAX_FEN),
+        ),
+    )
+    async def sim_pay(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+        """Pay a payment at the in-process simulated channel, as a visitor's phone would."""
+        channels = ctx.services.channels
+        simulator = channels.simulators.get(args["channel"])
+        notifier = channels.notifiers.get(args["channel"])
+        if simulator is None or notifier is None:
+            raise ScenicError(
+                f"{args['channel']} is not simulated in this server", code="no_simulator"
+            )
+        fields = simulator.pay(args["out_trade_no"], amount_fen=args["amount_fen"])
+        notifier.submit(fields)
+        return {
+            "channel": fields["channel"],
+            "out_trade_no": fields["out_trade_no"],
+            "channel_txn_id": fields["channel_txn_id"],
+            "amount_fen": fields["amount_fen"],
+            "paid_at": fields["paid_at"],
+        }

@@ -1,0 +1,42 @@
+"""Identifiers the server mints: orders, payments, refunds, tickets.
+
+Each is a letter saying what it is, the UTC date it was made, and random
+Crockford base32 characters, so ids sort by day, read aloud without
+ambiguity at a service desk, and fit the channels' 32-character limit on
+``out_trade_no`` and ``out_refund_no``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def _random(length: int) -> str:
+    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+def _minted(prefix: str, at: datetime, length: int) -> str:
+    return f"{prefix}{at:%Y%m%d}{_random(length)}"
+
+
+def new_order_id(at: datetime) -> str:
+    """A fresh order id, e.g. ``O20261124K3M9Q2XT7V``."""
+    return _minted("O", at, 10)
+
+
+def new_out_trade_no(at: datetime) -> str:
+    """A fresh merchant transaction number for one payment attempt."""
+    return _minted("P", at, 14)
+
+
+def new_out_refund_no(at: datetime) -> str:
+    """A fresh refund number, the idempotency key of a refund at its channel."""
+    return _minted("R", at, 14)
+
+
+def new_ticket_id(at: datetime) -> str:
+    """A fresh ticket id (the ticket code carries it, with a tag)."""
+    return _minted("T", at, 12)

@@ -1,0 +1,255 @@
+"""The selling side of a running server: catalog, ticket keys, channels, background workers.
+
+:func:`load_site` reads what the database holds for the site (the catalog on
+sale, the ticket-code keys); :func:`build_channels` makes the payment channel
+adapters (the simulator in-process, or a ``scenic channel-sim`` process);
+:func:`run_selling` runs the workers that keep the money promises while the
+server serves: the expiry watcher, the outbox worker, the in-process
+channels' notifiers, and the catalog reloader.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from contextlib import AsyncExitStack
+from datetime import date, datetime
+from functools import partial
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+import attrs
+import trio
+
+from actors.orders.actor import OrderActor, OrderEnvironment, OrderOutcome
+from actors.orders.domain import (
+    DuplicatePaymentRefunding,
+    OrderCancelled,
+    OrderExpired,
+    PaymentCaptured,
+    RefundConfirmed,
+    TicketsRefunding,
+)
+from actors.tickets.codes import make_code, ticket_id_of
+from server.catalog.model import Catalog, parse_catalog
+from server.channels.adapter import ChannelAdapter
+from server.channels.keys import load_or_create_channel_keys
+from server.channels.notifier import Notifier, NotifyPolicy
+from server.channels.remote import RemoteChannel
+from server.channels.simulator import ChannelSimulator, CounterChannel, SimulatedChannel
+from server.config import ServerConfig
+from server.errors import ScenicError
+from server.expiry import ExpiryWatcher
+from server.outbox import OutboxWorker
+from server.storage import site
+
+if TYPE_CHECKING:
+    from server.app import Services
+
+log = logging.getLogger("scenic.selling")
+
+
+def demo_catalog_source() -> str:
+    """The TOML text of the demo park (``scenic serve --demo``)."""
+    return (resources.files("server.catalog") / "demo_park.toml").read_text(encoding="utf-8")
+
+
+@attrs.frozen
+class TicketKeyring:
+    """The keys that tag ticket codes: one makes new codes, all are accepted."""
+
+    current_key_id: str
+    keys: Mapping[str, bytes]
+
+    def code_of(self, ticket_id: str) -> str:
+        """The code printed on ``ticket_id``'s QR."""
+        return make_code(ticket_id, self.current_key_id, self.keys[self.current_key_id])
+
+    def ticket_id_of(self, code: str) -> str:
+        """The ticket a genuine ``code`` names; raises ``forged`` otherwise."""
+        return ticket_id_of(code, self.keys)
+
+
+@attrs.define
+class ChannelSet:
+    """The payment channels a server uses, by name, and the in-process simulators if any."""
+
+    adapters: dict[str, ChannelAdapter]
+    #: the simulators standing in for WeChat Pay and Alipay when they run in-process
+    simulators: dict[str, ChannelSimulator] = attrs.field(factory=dict)
+    #: how the in-process simulators deliver notifications (duplicates, delays)
+    notify_policy: NotifyPolicy = attrs.field(
+        factory=lambda: NotifyPolicy(duplicate_rate=0.0, max_delay_s=0.0)
+    )
+    #: their notifiers, delivering to this server (made by :func:`run_selling`)
+    notifiers: dict[str, Notifier] = attrs.field(factory=dict)
+
+    def get(self, name: str) -> ChannelAdapter | None:
+        """The adapter of channel ``name``, or ``None``."""
+        return self.adapters.get(name)
+
+
+def build_channels(
+    config: ServerConfig,
+    clock: Callable[[], datetime],
+    policy: NotifyPolicy | None = None,
+) -> ChannelSet:
+    """The channels ``config`` asks for: a channel-sim process, or the in-process simulator.
+
+    Cash and card are always counter channels. :func:`run_selling` starts the
+    in-process simulators' notifiers, delivering to this server.
+    """
+    keys = load_or_create_channel_keys(config.channel_keys_path)
+    adapters: dict[str, ChannelAdapter] = {
+        "cash": CounterChannel("cash"),
+        "card": CounterChannel("card"),
+    }
+    channels = ChannelSet(adapters)
+    if policy is not None:
+        channels.notify_policy = policy
+    for name in ("wechat", "alipay"):
+        if config.channel_sim_url:
+            adapters[name] = RemoteChannel(name, config.channel_sim_url, keys[name], clock)
+            continue
+        simulator = ChannelSimulator(name, keys[name], clock)
+        channels.simulators[name] = simulator
+        adapters[name] = SimulatedChannel(simulator)
+    return channels
+
+
+async def load_site(services: Services) -> None:
+    """Read the catalog (seeding the demo park with ``--demo``) and the ticket keys."""
+    db = services.db
+    source = await db.run(site.load_catalog_source)
+    if source is None and services.config.demo:
+        catalog = parse_catalog(demo_catalog_source())
+        await db.run(site.store_catalog, demo_catalog_source(), catalog, services.clock().date())
+        source = demo_catalog_source()
+        log.info("catalog.demo_loaded", extra={"site": catalog.name_en})
+    services.catalog = None if source is None else parse_catalog(source)
+    if services.catalog is None:
+        log.warning("catalog.none", extra={"hint": "scenic catalog load FILE, or serve --demo"})
+    current, keys = await db.run(site.ticket_keys)
+    services.keyring = TicketKeyring(current, keys)
+
+
+def order_environment(services: Services) -> OrderEnvironment:
+    """What every order actor of this server shares."""
+    return OrderEnvironment(
+        run=services.db.run,
+        submit=services.committer.submit,
+        capacity_of=lambda visit_date, slot: services.current_catalog().capacity_of(
+            visit_date, slot
+        ),
+        committed=partial(order_committed, services),
+    )
+
+
+def order_actor_factory(services: Services) -> Callable[[str], OrderActor]:
+    """Builds the actor of one order id."""
+    env = order_environment(services)
+    return lambda order_id: OrderActor(order_id, env)
+
+
+async def order_committed(services: Services, outcome: OrderOutcome) -> None:
+    """After an order's events commit: tell its device, wake the outbox."""
+    order = outcome.order
+    for event in outcome.events:
+        if isinstance(event, PaymentCaptured):
+            services.push_to_device(
+                order.device_id,
+                "order.paid",
+                {
+                    "order": order.order_id,
+                    "out_trade_no": event.out_trade_no,
+                    "channel": event.channel,
+                    "amount_fen": event.amount_fen,
+                    "tickets": [
+                        {"ticket": t.ticket_id, "code": services.ticket_code(t.ticket_id)}
+                        for t in order.tickets
+                    ],
+                },
+            )
+        elif isinstance(event, RefundConfirmed):
+            refund = order.refunds[event.out_refund_no]
+            services.push_to_device(
+                order.device_id,
+                "payment.refunded",
+                {
+                    "order": order.order_id,
+                    "out_refund_no": refund.out_refund_no,
+                    "out_trade_no": refund.out_trade_no,
+                    "channel": refund.channel,
+                    "amount_fen": refund.amount_fen,
+                    "reason": refund.reason,
+                },
+            )
+        elif (
+            isinstance(
+                event, DuplicatePaymentRefunding | TicketsRefunding | OrderCancelled | OrderExpired
+            )
+            and services.outbox is not None
+        ):
+            services.outbox.kick()
+
+
+async def run_selling(
+    services: Services, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run the selling workers until cancelled; ``started`` once pending orders are loaded."""
+    from server.handlers.orders import ask_order, confirm_notification
+
+    async def ask(order_id: str, command: object) -> Any:
+        return await ask_order(services, order_id, command)
+
+    async def deliver(fields: dict[str, Any]) -> bool:
+        try:
+            await confirm_notification(services, fields)
+        except ScenicError as exc:
+            log.info("notify.not_acknowledged", extra={"code": exc.code, "detail": exc.message})
+            return False
+        return True
+
+    services.expiry = ExpiryWatcher(
+        services.clock, ask, lambda: services.db.run(site.pending_orders)
+    )
+    services.outbox = OutboxWorker(
+        services.db.run,
+        services.channels.adapters,
+        ask,
+        services.clock,
+        idle_poll_s=services.config.outbox_poll_s,
+    )
+    async with AsyncExitStack() as remotes, trio.open_nursery() as workers:
+        for adapter in services.channels.adapters.values():
+            if isinstance(adapter, RemoteChannel):
+                await remotes.enter_async_context(adapter)
+        await workers.start(services.expiry.run)
+        workers.start_soon(services.outbox.run)
+        workers.start_soon(_reload_catalog_on_notice, services)
+        channels = services.channels
+        for name, simulator in channels.simulators.items():
+            notifier = Notifier(deliver, simulator.secret, services.clock, channels.notify_policy)
+            channels.notifiers[name] = notifier
+            workers.start_soon(notifier.run)
+        task_status.started()
+
+
+async def _reload_catalog_on_notice(services: Services) -> None:
+    async with services.db.listen(site.CATALOG_CHANNEL) as notices:
+        async for _ in notices:
+            source = await services.db.run(site.load_catalog_source)
+            try:
+                services.catalog = parse_catalog(source)
+            except ScenicError as exc:  # stored by a newer server version, perhaps
+                log.error("catalog.reload_failed", extra={"detail": exc.message})
+                continue
+            log.info("catalog.reloaded", extra={"site": services.catalog.name_en})
+
+
+def business_date(catalog: Catalog | None, moment: datetime) -> date:
+    """The site's local date at ``moment`` (UTC when there is no catalog yet)."""
+    if catalog is None:
+        return moment.date()
+    return moment.astimezone(ZoneInfo(catalog.timezone)).date()

@@ -1,0 +1,495 @@
+"""SQL of orders: load an order's state, persist its events with ledger and outbox rows.
+
+These are asyncio coroutine functions taking an asyncpg connection; they run
+in the database thread, inside a transaction the caller owns (a group-commit
+batch or :meth:`Database.run_in_transaction`). Each event's rows, its ledger
+postings and its outbox entries are written together, so they commit or
+vanish together. The schema's constraints are the backstop: a second capture
+of one order, a replayed channel transaction or an oversold date raise
+asyncpg errors here rather than corrupt anything.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
+from typing import Any
+
+import asyncpg
+
+from actors.orders.domain import (
+    NOTIFYING_CHANNELS,
+    DuplicatePaymentRefunding,
+    Event,
+    IssuedTicket,
+    Order,
+    OrderCancelled,
+    OrderCreated,
+    OrderExpired,
+    OrderLine,
+    OrderStatus,
+    PaymentCaptured,
+    PaymentRecord,
+    PaymentStarted,
+    RefundConfirmed,
+    RefundRecord,
+    TicketsIssued,
+    TicketsRefunding,
+)
+from actors.orders.postings import Posting, postings_for
+from server.catalog.model import WHOLE_DAY
+
+
+class StaleOrder(Exception):
+    """Another server process changed the order since it was loaded: reload and decide again."""
+
+
+#: capacity limits for the (date, slot) pairs an order reserves
+CapacityLimits = Mapping[tuple[date, str], int]
+
+
+async def load_order(conn: asyncpg.Connection, order_id: str) -> Order | None:
+    """The order's current state rebuilt from its rows, or ``None`` if it does not exist."""
+    row = await conn.fetchrow("select * from orders where order_id = $1", order_id)
+    if row is None:
+        return None
+    payments = await conn.fetch(
+        "select * from payments where order_id = $1 order by started_at, out_trade_no", order_id
+    )
+    confirmations = await conn.fetch(
+        "select * from payment_confirmations where order_id = $1", order_id
+    )
+    refunds = await conn.fetch(
+        "select * from refunds where order_id = $1 order by requested_at", order_id
+    )
+    tickets = await conn.fetch(
+        "select * from tickets where order_id = $1 order by ticket_id", order_id
+    )
+    txn_of = {c["out_trade_no"]: c["channel_txn_id"] for c in confirmations if c["captured"]}
+    for confirmation in confirmations:
+        txn_of.setdefault(confirmation["out_trade_no"], confirmation["channel_txn_id"])
+    captured = next((c["out_trade_no"] for c in confirmations if c["captured"]), None)
+    return Order(
+        order_id=row["order_id"],
+        device_id=row["device_id"],
+        client_key=row["client_key"],
+        lines=tuple(_line(line) for line in json.loads(row["lines"])),
+        total_fen=row["total_fen"],
+        status=OrderStatus(row["status"]),
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        payments={
+            p["out_trade_no"]: PaymentRecord(
+                p["out_trade_no"],
+                p["channel"],
+                p["amount_fen"],
+                p["started_at"],
+                txn_of.get(p["out_trade_no"]),
+                p["state"],
+            )
+            for p in payments
+        },
+        confirmed_txns=frozenset((c["channel"], c["channel_txn_id"]) for c in confirmations),
+        captured_out_trade_no=captured,
+        tickets=tuple(
+            IssuedTicket(
+                t["ticket_id"],
+                t["product_id"],
+                t["visit_date"],
+                t["slot"],
+                t["entries_allowed"],
+                t["price_fen"],
+            )
+            for t in tickets
+        ),
+        void_ticket_ids=frozenset(t["ticket_id"] for t in tickets if t["status"] == "refunded"),
+        refunds={
+            r["out_refund_no"]: RefundRecord(
+                r["out_refund_no"],
+                r["out_trade_no"],
+                r["channel"],
+                r["amount_fen"],
+                r["reason"],
+                r["channel_txn_id"],
+                r["staff"],
+                r["confirmed_at"] is not None,
+            )
+            for r in refunds
+        },
+        received_fen=sum(c["amount_fen"] for c in confirmations),
+        version=row["version"],
+    )
+
+
+def _line(data: dict[str, Any]) -> OrderLine:
+    return OrderLine(
+        data["product_id"],
+        data["quantity"],
+        date.fromisoformat(data["visit_date"]),
+        data["slot"],
+        data["unit_price_fen"],
+        data.get("entries_allowed", 1),
+    )
+
+
+def _line_json(line: OrderLine) -> dict[str, Any]:
+    return {
+        "product_id": line.product_id,
+        "quantity": line.quantity,
+        "visit_date": line.visit_date.isoformat(),
+        "slot": line.slot,
+        "unit_price_fen": line.unit_price_fen,
+        "entries_allowed": line.entries_allowed,
+    }
+
+
+async def order_for_client_key(
+    conn: asyncpg.Connection, device_id: str, client_key: str
+) -> str | None:
+    """The id of the order ``device_id`` made with ``client_key``, if any."""
+    return await conn.fetchval(
+        "select order_id from orders where device_id = $1 and client_key = $2",
+        device_id,
+        client_key,
+    )
+
+
+async def order_of_payment(conn: asyncpg.Connection, out_trade_no: str) -> str | None:
+    """The order that payment attempt ``out_trade_no`` belongs to."""
+    return await conn.fetchval(
+        "select order_id from payments where out_trade_no = $1", out_trade_no
+    )
+
+
+async def out_trade_no_of_txn(
+    conn: asyncpg.Connection, channel: str, channel_txn_id: str
+) -> str | None:
+    """The payment attempt a confirmed channel transaction was recorded under."""
+    return await conn.fetchval(
+        "select out_trade_no from payment_confirmations where channel = $1 and channel_txn_id = $2",
+        channel,
+        channel_txn_id,
+    )
+
+
+async def refund_of_key(conn: asyncpg.Connection, order_id: str, requested_by: str) -> str | None:
+    """The refund a staff member already requested with this key, if any."""
+    return await conn.fetchval(
+        "select out_refund_no from refunds where order_id = $1 and requested_by = $2",
+        order_id,
+        requested_by,
+    )
+
+
+_FIND = {
+    "order": "select order_id from orders where order_id = $1",
+    "out_trade_no": "select order_id from payments where out_trade_no = $1",
+    "channel_txn_id": "select order_id from payment_confirmations where channel_txn_id = $1 "
+    "limit 1",
+    "ticket": "select order_id from tickets where ticket_id = $1",
+}
+
+
+async def find_order(conn: asyncpg.Connection, kind: str, value: str) -> str | None:
+    """The order found by ``kind`` (order, out_trade_no, channel_txn_id, ticket) = ``value``."""
+    return await conn.fetchval(_FIND[kind], value)
+
+
+async def order_story(conn: asyncpg.Connection, order_id: str) -> list[dict[str, Any]]:
+    """Everything that happened to an order, oldest first, for the service desk."""
+    rows = await conn.fetch(
+        """select created_at as at, 'created' as what, total_fen as amount_fen, null as ref
+             from orders where order_id = $1
+           union all
+           select started_at, 'payment started (' || channel || ')', amount_fen, out_trade_no
+             from payments where order_id = $1
+           union all
+           select received_at,
+                  case when captured then 'payment captured (' || channel || ')'
+                       else 'payment received, to refund (' || channel || ')' end,
+                  amount_fen, channel_txn_id
+             from payment_confirmations where order_id = $1
+           union all
+           select requested_at, 'refund requested: ' || reason, amount_fen, out_refund_no
+             from refunds where order_id = $1
+           union all
+           select confirmed_at, 'refund confirmed', amount_fen, out_refund_no
+             from refunds where order_id = $1 and confirmed_at is not null
+           union all
+           select closed_at, status, null, null
+             from orders where order_id = $1 and closed_at is not null
+           order by 1, 2""",
+        order_id,
+    )
+    return [
+        {
+            "at": r["at"].timestamp(),
+            "what": r["what"],
+            "amount_fen": r["amount_fen"],
+            "ref": r["ref"],
+        }
+        for r in rows
+    ]
+
+
+async def write_events(
+    conn: asyncpg.Connection,
+    before: Order | None,
+    events: Sequence[Event],
+    after: Sequence[Order],
+    *,
+    capacity: CapacityLimits | None = None,
+) -> None:
+    """Persist ``events`` (with ``after[i]`` the state after event ``i``).
+
+    First bumps the order's version, checking it is still ``before.version``
+    (:class:`StaleOrder` otherwise). Writes each event's rows, its balanced
+    ledger postings and its outbox entries. ``capacity`` gives the limits of
+    the (date, slot) pairs an :class:`OrderCreated` reserves. Raises asyncpg's
+    ``CheckViolationError`` when a date is sold out, ``UniqueViolationError``
+    when a constraint says the change already happened elsewhere.
+    """
+    if before is not None:
+        bumped = await conn.execute(
+            "update orders set version = version + 1 where order_id = $1 and version = $2",
+            before.order_id,
+            before.version,
+        )
+        if bumped != "UPDATE 1":
+            raise StaleOrder(f"order {before.order_id} changed since version {before.version}")
+    state = before
+    for event, next_state in zip(events, after, strict=True):
+        await _write_event(conn, state, event, next_state, capacity or {})
+        postings = postings_for(state, event)
+        if postings:
+            await _post(conn, event.order_id, postings, event.at)
+        state = next_state
+
+
+async def _write_event(
+    conn: asyncpg.Connection,
+    before: Order | None,
+    event: Event,
+    after: Order,
+    capacity: CapacityLimits,
+) -> None:
+    if isinstance(event, OrderCreated):
+        await conn.execute(
+            """insert into orders (order_id, device_id, client_key, status, total_fen, lines,
+                                   created_at, expires_at)
+               values ($1, $2, $3, 'pending', $4, $5, $6, $7)""",
+            event.order_id,
+            event.device_id,
+            event.client_key,
+            event.total_fen,
+            json.dumps([_line_json(line) for line in event.lines]),
+            event.at,
+            event.expires_at,
+        )
+        await _change_capacity(conn, event.lines, +1, capacity)
+    elif isinstance(event, PaymentStarted):
+        await conn.execute(
+            """insert into payments (out_trade_no, order_id, channel, amount_fen, state,
+                                     started_at, started_by)
+               values ($1, $2, $3, $4, 'started', $5, $6)""",
+            event.out_trade_no,
+            event.order_id,
+            event.channel,
+            event.amount_fen,
+            event.at,
+            after.device_id,
+        )
+    elif isinstance(event, PaymentCaptured):
+        await _confirmation(conn, event, captured=True)
+        await conn.execute(
+            "update payments set state = 'captured' where out_trade_no = $1", event.out_trade_no
+        )
+        await conn.execute(
+            "update orders set status = 'paid', paid_at = $2 where order_id = $1 "
+            "and status = 'pending'",
+            event.order_id,
+            event.at,
+        )
+    elif isinstance(event, TicketsIssued):
+        await conn.executemany(
+            """insert into tickets (ticket_id, order_id, product_id, visit_date, slot,
+                                    entries_allowed, price_fen, status, issued_at)
+               values ($1, $2, $3, $4, $5, $6, $7, 'valid', $8)""",
+            [_ticket_row(event.order_id, ticket, event.at) for ticket in event.tickets],
+        )
+    elif isinstance(event, DuplicatePaymentRefunding):
+        await _confirmation(conn, event, captured=False)
+        await conn.execute(
+            "update payments set state = 'refunding' where out_trade_no = $1 and state = 'started'",
+            event.out_trade_no,
+        )
+        await _refund(conn, after, event.out_refund_no, event.channel_txn_id, None, event.at)
+    elif isinstance(event, OrderCancelled | OrderExpired):
+        status = "cancelled" if isinstance(event, OrderCancelled) else "expired"
+        await conn.execute(
+            "update orders set status = $2, closed_at = $3 where order_id = $1",
+            event.order_id,
+            status,
+            event.at,
+        )
+        await _change_capacity(conn, after.lines, -1, capacity)
+        for payment in after.payments.values():
+            if payment.state == "started" and payment.channel in NOTIFYING_CHANNELS:
+                await enqueue(
+                    conn,
+                    "close_payment",
+                    f"close:{payment.out_trade_no}",
+                    {"channel": payment.channel, "out_trade_no": payment.out_trade_no},
+                    event.at,
+                )
+    elif isinstance(event, TicketsRefunding):
+        await conn.execute(
+            "update tickets set status = 'refunded' where ticket_id = any($1::text[]) "
+            "and order_id = $2",
+            list(event.ticket_ids),
+            event.order_id,
+        )
+        captured = after.payments[event.out_trade_no]
+        await _refund(
+            conn, after, event.out_refund_no, captured.channel_txn_id, event.by_device, event.at
+        )
+    elif isinstance(event, RefundConfirmed):
+        await conn.execute(
+            "update refunds set confirmed_at = $2 where out_refund_no = $1 "
+            "and confirmed_at is null",
+            event.out_refund_no,
+            event.at,
+        )
+    else:
+        raise TypeError(f"no SQL for {event!r}")
+
+
+def _ticket_row(order_id: str, ticket: IssuedTicket, at: datetime) -> tuple:
+    return (
+        ticket.ticket_id,
+        order_id,
+        ticket.product_id,
+        ticket.visit_date,
+        ticket.slot,
+        ticket.entries_allowed,
+        ticket.price_fen,
+        at,
+    )
+
+
+async def _confirmation(
+    conn: asyncpg.Connection, event: PaymentCaptured | DuplicatePaymentRefunding, *, captured: bool
+) -> None:
+    await conn.execute(
+        """insert into payment_confirmations (channel, channel_txn_id, out_trade_no, order_id,
+                                              amount_fen, paid_at, received_at, captured)
+           values ($1, $2, $3, $4, $5, $6, $7, $8)""",
+        event.channel,
+        event.channel_txn_id,
+        event.out_trade_no,
+        event.order_id,
+        event.amount_fen,
+        event.paid_at,
+        event.at,
+        captured,
+    )
+
+
+async def _refund(
+    conn: asyncpg.Connection,
+    order: Order,
+    out_refund_no: str,
+    channel_txn_id: str | None,
+    requested_by: str | None,
+    at: datetime,
+) -> None:
+    refund = order.refunds[out_refund_no]
+    await conn.execute(
+        """insert into refunds (out_refund_no, order_id, out_trade_no, channel, channel_txn_id,
+                                amount_fen, reason, staff, requested_by, requested_at)
+           values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
+        out_refund_no,
+        order.order_id,
+        refund.out_trade_no,
+        refund.channel,
+        channel_txn_id,
+        refund.amount_fen,
+        refund.reason,
+        refund.staff,
+        requested_by,
+        at,
+    )
+    payment = order.payments[refund.out_trade_no]
+    await enqueue(
+        conn,
+        "refund",
+        f"refund:{out_refund_no}",
+        {
+            "order_id": order.order_id,
+            "channel": refund.channel,
+            "out_trade_no": refund.out_trade_no,
+            "out_refund_no": out_refund_no,
+            "refund_fen": refund.amount_fen,
+            "total_fen": payment.amount_fen,
+            "reason": refund.reason,
+        },
+        at,
+    )
+
+
+async def _change_capacity(
+    conn: asyncpg.Connection, lines: Sequence[OrderLine], sign: int, limits: CapacityLimits
+) -> None:
+    needs: Counter[tuple[date, str]] = Counter()
+    for line in lines:
+        needs[(line.visit_date, line.slot or WHOLE_DAY)] += line.quantity
+    for (visit_date, slot), quantity in sorted(needs.items()):
+        if sign > 0:
+            await conn.execute(
+                "insert into capacity (visit_date, slot, capacity) values ($1, $2, $3) "
+                "on conflict do nothing",
+                visit_date,
+                slot,
+                limits.get((visit_date, slot), 0),
+            )
+        await conn.execute(
+            "update capacity set reserved = reserved + $3 where visit_date = $1 and slot = $2",
+            visit_date,
+            slot,
+            sign * quantity,
+        )
+
+
+async def _post(
+    conn: asyncpg.Connection, order_id: str, postings: Sequence[Posting], at: datetime
+) -> None:
+    txn_id = await conn.fetchval(
+        "insert into ledger_transactions (order_id, memo, at) values ($1, $2, $3) returning txn_id",
+        order_id,
+        postings[0].memo,
+        at,
+    )
+    await conn.executemany(
+        "insert into ledger_entries (txn_id, account, amount_fen) values ($1, $2, $3)",
+        [(txn_id, posting.account, posting.amount_fen) for posting in postings],
+    )
+
+
+async def enqueue(
+    conn: asyncpg.Connection,
+    kind: str,
+    dedupe_key: str,
+    payload: Mapping[str, Any],
+    at: datetime,
+) -> None:
+    """Add a side effect to the outbox; a second entry with the same key is ignored."""
+    await conn.execute(
+        """insert into outbox (kind, dedupe_key, payload, created_at, next_attempt_at)
+           values ($1, $2, $3, $4, $4) on conflict (dedupe_key) do nothing""",
+        kind,
+        dedupe_key,
+        json.dumps(dict(payload)),
+        at,
+    )
