@@ -38,6 +38,7 @@ from server.selling import (
 )
 from server.session import CLOSE_GOING_AWAY, CLOSE_REVOKED, Session
 from server.storage import devices
+from server.storage import orders as order_queries
 from server.storage.database import Database, open_database
 from server.storage.embedded import EmbeddedPostgres
 from server.storage.group_commit import GroupCommitter, open_group_committer
@@ -49,6 +50,8 @@ SUBPROTOCOL = "scenic.v1"
 #: hard cap of one websocket message; past ``max_frame_bytes`` and below this we
 #: answer ``too_large`` and keep the connection, above it the connection closes
 HARD_MESSAGE_CAP = 1024 * 1024
+#: payment attempts whose order this process remembers without asking the database
+PAYMENT_CACHE_SIZE = 200_000
 
 
 def utc_now() -> datetime:
@@ -107,6 +110,8 @@ class Services:
     outbox: OutboxWorker | None = None
     #: runs fire-and-forget work (event pushes) in the server's background nursery
     spawn: Callable[..., None] | None = None
+    #: out_trade_no -> order id of payments started by this process, oldest first
+    payment_orders: dict[str, str] = attrs.field(factory=dict)
     shutting_down: bool = False
 
     def current_catalog(self) -> Catalog:
@@ -129,6 +134,19 @@ class Services:
     def business_date(self, moment: datetime) -> date:
         """The site's local date at ``moment``."""
         return business_date(self.catalog, moment)
+
+    def remember_payment(self, out_trade_no: str, order_id: str) -> None:
+        """Note which order a payment attempt started here belongs to (saves a lookup)."""
+        if len(self.payment_orders) >= PAYMENT_CACHE_SIZE:
+            self.payment_orders.pop(next(iter(self.payment_orders)))
+        self.payment_orders[out_trade_no] = order_id
+
+    async def order_of_payment(self, out_trade_no: str) -> str | None:
+        """The order of payment attempt ``out_trade_no``: remembered, or from the database."""
+        order_id = self.payment_orders.get(out_trade_no)
+        if order_id is None:
+            order_id = await self.db.run(order_queries.order_of_payment, out_trade_no)
+        return order_id
 
     def push_to_device(self, device_id: str, event: str, data: dict) -> None:
         """Send ``event`` to every open connection of ``device_id``, without waiting."""

@@ -37,13 +37,13 @@ CHECKS = (
     AuditCheck(
         "ledger_transactions_balance",
         "each ledger transaction's entries sum to zero",
-        """select txn_id, sum(amount_fen) as imbalance_fen from ledger_entries
+        """select txn_id, sum(amount_fen)::bigint as imbalance_fen from ledger_entries
            group by txn_id having sum(amount_fen) <> 0 order by txn_id limit 100""",
     ),
     AuditCheck(
         "ledger_balances",
         "all ledger entries together sum to zero",
-        """select sum(amount_fen) as imbalance_fen from ledger_entries
+        """select sum(amount_fen)::bigint as imbalance_fen from ledger_entries
            having coalesce(sum(amount_fen), 0) <> 0""",
     ),
     AuditCheck(
@@ -57,11 +57,11 @@ CHECKS = (
         "each order keeps its total less staff refunds if paid, and nothing otherwise",
         """with money as (
              select o.order_id, o.status, o.total_fen,
-                    coalesce((select sum(amount_fen) from payment_confirmations c
+                    coalesce((select sum(amount_fen)::bigint from payment_confirmations c
                                where c.order_id = o.order_id), 0) as received_fen,
-                    coalesce((select sum(amount_fen) from refunds r
+                    coalesce((select sum(amount_fen)::bigint from refunds r
                                where r.order_id = o.order_id), 0) as refunded_fen,
-                    coalesce((select sum(amount_fen) from refunds r
+                    coalesce((select sum(amount_fen)::bigint from refunds r
                                where r.order_id = o.order_id and r.staff), 0) as staff_fen
                from orders o)
            select order_id, status, total_fen, received_fen, refunded_fen from money
@@ -84,7 +84,7 @@ CHECKS = (
         "refunds_within_payment",
         "no payment is refunded more than it paid",
         """select c.channel, c.channel_txn_id, c.amount_fen,
-                  sum(r.amount_fen) as refunded_fen
+                  sum(r.amount_fen)::bigint as refunded_fen
              from payment_confirmations c
              join refunds r on r.channel = c.channel and r.channel_txn_id = c.channel_txn_id
             group by c.channel, c.channel_txn_id, c.amount_fen

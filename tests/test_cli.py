@@ -86,3 +86,20 @@ async def test_revoking_from_the_command_line_closes_the_open_connection(tmp_pat
         assert refused.value.code == "bad_credentials"
     finally:
         assert stop_process(process) == 0
+
+
+async def test_catalog_load_checks_the_file_and_puts_it_on_sale(dsn, tmp_path):
+    from server.selling import demo_catalog_source
+
+    good = tmp_path / "park.toml"
+    good.write_text(demo_catalog_source().replace("Yunqi Mountain", "Test Valley"))
+    loaded = scenic("catalog", "load", str(good), "--dsn", dsn)
+    assert "Test Valley Scenic Area on sale" in loaded.stdout
+    assert "Test Valley" in scenic("catalog", "show", "--dsn", dsn).stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text(demo_catalog_source().replace("price_fen = 12000", "price_fen = -5"))
+    refused = scenic("catalog", "load", str(bad), "--dsn", dsn, check=False)
+    assert refused.returncode == 1 and "price_fen" in refused.stderr
+    assert "Test Valley" in scenic("catalog", "show", "--dsn", dsn).stdout
+    missing = scenic("catalog", "load", str(tmp_path / "nope.toml"), "--dsn", dsn, check=False)
+    assert missing.returncode == 1 and "cannot read" in missing.stderr

@@ -344,3 +344,13 @@ async def test_a_notification_for_an_unknown_payment_is_not_found(dsn, db):
                     "payment.notify", **signed(fields, server.channel_keys["wechat"], time.time())
                 )
     assert refused.value.code == "not_found"
+
+
+async def test_the_readme_story_runs(dsn, db, capsys):
+    from clients.story import tell_story
+
+    async with running_server(dsn, db, DEVICES) as server:
+        await tell_story(server.url, "kiosk-1", server.tokens["kiosk-1"])
+    told = capsys.readouterr().out
+    assert "was refunded" in told and "is paid; refunds: 1" in told
+    await assert_audit_clean(db)

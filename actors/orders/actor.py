@@ -22,6 +22,7 @@ import attrs
 
 from actors.orders.domain import (
     Command,
+    ConfirmPayment,
     CreateOrder,
     Event,
     Order,
@@ -30,6 +31,7 @@ from actors.orders.domain import (
     evolve,
 )
 from server.catalog.model import WHOLE_DAY
+from server.ids import new_ticket_id
 from server.storage.orders import CapacityLimits, StaleOrder, load_order, write_events
 
 log = logging.getLogger("scenic.actors.order")
@@ -108,6 +110,10 @@ class OrderActor:
         return outcome
 
     async def _decide_and_commit(self, command: Command) -> OrderOutcome:
+        if isinstance(command, ConfirmPayment) and not command.ticket_ids and self.order:
+            # Fresh ids are the shell's job; only here is it known how many.
+            ids = tuple(new_ticket_id(command.at) for _ in range(self.order.ticket_count))
+            command = attrs.evolve(command, ticket_ids=ids)
         events = decide(self.order, command)
         if not events:
             return OrderOutcome(self.order, ())

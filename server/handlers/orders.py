@@ -22,7 +22,7 @@ from actors.orders.domain import (
     StartPayment,
 )
 from server.errors import BadRequest, NotFound, ScenicError
-from server.ids import new_order_id, new_out_refund_no, new_out_trade_no, new_ticket_id
+from server.ids import new_order_id, new_out_refund_no, new_out_trade_no
 from server.ops import OpContext, OpTable
 from server.schema import Arg
 from server.storage import orders as order_queries
@@ -182,7 +182,6 @@ def register(table: OpTable) -> None:
     async def order_cancel(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         """Cancel a pending order and release its capacity."""
         services = ctx.services
-        await _current(services, args["order"])
         outcome = await ask_order(services, args["order"], CancelOrder(services.clock()))
         return order_view(outcome.order, services)
 
@@ -194,12 +193,13 @@ def register(table: OpTable) -> None:
     async def payment_start(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         """Start paying an order by a channel: the amount and, for QR channels, the QR."""
         services = ctx.services
-        order = await _current(services, args["order"])
         now = services.clock()
         out_trade_no = new_out_trade_no(now)
         outcome = await ask_order(
-            services, order.order_id, StartPayment(out_trade_no, args["channel"], now)
+            services, args["order"], StartPayment(out_trade_no, args["channel"], now)
         )
+        order = outcome.order
+        services.remember_payment(out_trade_no, order.order_id)
         reply = {
             "order": order.order_id,
             "out_trade_no": out_trade_no,
@@ -232,7 +232,7 @@ def register(table: OpTable) -> None:
     async def payment_record(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         """A cashier records cash or card taken for an order; idempotent by key."""
         services = ctx.services
-        order = await _current(services, args["order"])
+        order_id = args["order"]
         now = services.clock()
         txn = f"{args['channel']}:{ctx.device_id}:{args['key']}"
         out_trade_no = await services.db.run(
@@ -242,11 +242,11 @@ def register(table: OpTable) -> None:
             out_trade_no = new_out_trade_no(now)
             await ask_order(
                 services,
-                order.order_id,
+                order_id,
                 StartPayment(out_trade_no, args["channel"], now, money_taken=True),
             )
         outcome = await _confirm(
-            services, order, out_trade_no, args["channel"], txn, args["amount_fen"], now
+            services, order_id, out_trade_no, args["channel"], txn, args["amount_fen"], now
         )
         return _payment_reply(outcome, out_trade_no, txn, services)
 
@@ -284,15 +284,14 @@ def register(table: OpTable) -> None:
         tickets = args["tickets"]
         if not tickets or not all(isinstance(t, str) and 0 < len(t) <= 40 for t in tickets):
             raise BadRequest("'tickets' must list the ticket ids to refund")
-        order = await _current(services, args["order"])
         now = services.clock()
         refund_no = await services.db.run(
-            order_queries.refund_of_key, order.order_id, f"{ctx.device_id}:{args['key']}"
+            order_queries.refund_of_key, args["order"], f"{ctx.device_id}:{args['key']}"
         ) or new_out_refund_no(now)
         command = RefundTickets(
             tuple(tickets), args["reason"], f"{ctx.device_id}:{args['key']}", refund_no, now
         )
-        outcome = await ask_order(services, order.order_id, command)
+        outcome = await ask_order(services, args["order"], command)
         return order_view(outcome.order, services)
 
     @table.op(
@@ -345,14 +344,13 @@ async def confirm_notification(services: Services, fields: dict[str, Any]) -> di
             },
         )
         raise
-    order_id = await services.db.run(order_queries.order_of_payment, fields["out_trade_no"])
+    order_id = await services.order_of_payment(fields["out_trade_no"])
     if order_id is None:
         raise NotFound(f"no payment {fields['out_trade_no']}")
-    order = await _current(services, order_id)
     paid_at = datetime.fromtimestamp(fields["paid_at"], UTC)
     outcome = await _confirm(
         services,
-        order,
+        order_id,
         fields["out_trade_no"],
         fields["channel"],
         fields["channel_txn_id"],
@@ -400,7 +398,7 @@ def _order_line(services: Services, line: dict[str, Any], now: datetime) -> Orde
 
 async def _confirm(
     services: Services,
-    order: Order,
+    order_id: str,
     out_trade_no: str,
     channel: str,
     channel_txn_id: str,
@@ -415,10 +413,10 @@ async def _confirm(
         amount_fen,
         paid_at,
         now,
-        tuple(new_ticket_id(now) for _ in range(order.ticket_count)),
+        (),  # the order's actor draws the ticket ids: it knows how many
         new_out_refund_no(now),
     )
-    return await ask_order(services, order.order_id, command)
+    return await ask_order(services, order_id, command)
 
 
 def _payment_reply(

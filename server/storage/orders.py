@@ -302,14 +302,22 @@ async def _write_event(
             after.device_id,
         )
     elif isinstance(event, PaymentCaptured):
-        await _confirmation(conn, event, captured=True)
+        # One round trip: the confirmation, its attempt and its order together.
         await conn.execute(
-            "update payments set state = 'captured' where out_trade_no = $1", event.out_trade_no
-        )
-        await conn.execute(
-            "update orders set status = 'paid', paid_at = $2 where order_id = $1 "
-            "and status = 'pending'",
+            """with confirmed as (
+                 insert into payment_confirmations (channel, channel_txn_id, out_trade_no,
+                     order_id, amount_fen, paid_at, received_at, captured)
+                 values ($1, $2, $3, $4, $5, $6, $7, true)),
+               attempt as (
+                 update payments set state = 'captured' where out_trade_no = $3)
+               update orders set status = 'paid', paid_at = $7
+                where order_id = $4 and status = 'pending'""",
+            event.channel,
+            event.channel_txn_id,
+            event.out_trade_no,
             event.order_id,
+            event.amount_fen,
+            event.paid_at,
             event.at,
         )
     elif isinstance(event, TicketsIssued):
@@ -465,15 +473,18 @@ async def _change_capacity(
 async def _post(
     conn: asyncpg.Connection, order_id: str, postings: Sequence[Posting], at: datetime
 ) -> None:
-    txn_id = await conn.fetchval(
-        "insert into ledger_transactions (order_id, memo, at) values ($1, $2, $3) returning txn_id",
+    await conn.execute(
+        """with txn as (
+             insert into ledger_transactions (order_id, memo, at) values ($1, $2, $3)
+             returning txn_id)
+           insert into ledger_entries (txn_id, account, amount_fen)
+           select txn.txn_id, entry.account, entry.amount_fen
+             from txn, unnest($4::text[], $5::bigint[]) as entry(account, amount_fen)""",
         order_id,
         postings[0].memo,
         at,
-    )
-    await conn.executemany(
-        "insert into ledger_entries (txn_id, account, amount_fen) values ($1, $2, $3)",
-        [(txn_id, posting.account, posting.amount_fen) for posting in postings],
+        [posting.account for posting in postings],
+        [posting.amount_fen for posting in postings],
     )
 
 

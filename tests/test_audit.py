@@ -1,0 +1,132 @@
+"""The audit catches each broken promise it is meant to catch, and passes a healthy ledger."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+from loadtest.local_server import scenic_command
+from server.audit import run_audit
+
+NOW = datetime(2026, 10, 1, 2, 0, tzinfo=UTC)
+
+
+async def failing(db) -> dict[str, tuple]:
+    return {r.check.name: r.offenders for r in await db.run(run_audit) if not r.ok}
+
+
+async def plant_order(db, order_id: str, status: str = "paid", total: int = 12000) -> None:
+    await db.execute(
+        """INSERT INTO orders (order_id, device_id, client_key, status, total_fen, lines,
+                               created_at, expires_at, paid_at)
+           VALUES ($1, 'k1', $1, $2, $3, '[]', $4, $5, $6)""",
+        order_id,
+        status,
+        total,
+        NOW,
+        NOW + timedelta(minutes=15),
+        NOW if status == "paid" else None,
+    )
+    await db.execute(
+        """INSERT INTO payments (out_trade_no, order_id, channel, amount_fen, state, started_at,
+                                 started_by) VALUES ($1, $2, 'wechat', $3, 'captured', $4, 'k1')""",
+        f"P-{order_id}",
+        order_id,
+        total,
+        NOW,
+    )
+
+
+async def confirm(db, order_id: str, txn: str, captured: bool, amount: int = 12000) -> None:
+    await db.execute(
+        """INSERT INTO payment_confirmations (channel, channel_txn_id, out_trade_no, order_id,
+               amount_fen, paid_at, received_at, captured)
+           VALUES ('wechat', $1, $2, $3, $4, $5, $5, $6)""",
+        txn,
+        f"P-{order_id}",
+        order_id,
+        amount,
+        NOW,
+        captured,
+    )
+
+
+async def test_a_healthy_database_passes_every_check(db):
+    assert await failing(db) == {}
+
+
+async def test_an_unbalanced_posting_is_caught(db):
+    await db.execute("ALTER TABLE ledger_entries DISABLE TRIGGER ledger_transaction_balances")
+    await db.execute(
+        "INSERT INTO ledger_transactions (txn_id, memo, at) VALUES (77, 'planted', now())"
+    )
+    await db.execute(
+        "INSERT INTO ledger_entries (txn_id, account, amount_fen) VALUES (77, 'revenue:tickets', 5)"
+    )
+    broken = await failing(db)
+    assert set(broken) == {"ledger_transactions_balance", "ledger_balances"}
+    assert broken["ledger_transactions_balance"] == ({"txn_id": 77, "imbalance_fen": 5},)
+
+
+async def test_a_double_collection_is_caught(db):
+    await db.execute("DROP INDEX one_capture_per_order")  # what the schema would have refused
+    await plant_order(db, "O-double")
+    await confirm(db, "O-double", "42000001", captured=True)
+    await confirm(db, "O-double", "42000002", captured=True)
+    broken = await failing(db)
+    assert broken["collected_once"] == ({"order_id": "O-double", "captures": 2},)
+    assert "net_collected" in broken
+
+
+async def test_a_duplicate_payment_without_a_refund_is_caught(db):
+    await plant_order(db, "O-dup")
+    await confirm(db, "O-dup", "42000003", captured=True)
+    await confirm(db, "O-dup", "42000004", captured=False)
+    broken = await failing(db)
+    assert broken["duplicates_refunded"][0]["channel_txn_id"] == "42000004"
+
+
+async def test_a_refund_above_its_payment_is_caught(db):
+    await db.execute("ALTER TABLE refunds DISABLE TRIGGER refund_within_payment")
+    await plant_order(db, "O-over")
+    await confirm(db, "O-over", "42000005", captured=True)
+    await db.execute(
+        """INSERT INTO refunds (out_refund_no, order_id, out_trade_no, channel, channel_txn_id,
+               amount_fen, reason, staff, requested_at)
+           VALUES ('R-over', 'O-over', 'P-O-over', 'wechat', '42000005', 99999, 'x', true, now())"""
+    )
+    broken = await failing(db)
+    assert broken["refunds_within_payment"][0]["refunded_fen"] == 99999
+
+
+def test_scenic_audit_exits_non_zero_naming_the_offenders(dsn):
+    clean = subprocess.run(
+        scenic_command("audit", "--dsn", dsn), capture_output=True, text=True, timeout=120
+    )
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import asyncio, asyncpg, sys\n"
+            "async def main():\n"
+            "    c = await asyncpg.connect(sys.argv[1])\n"
+            "    await c.execute('ALTER TABLE ledger_entries DISABLE TRIGGER "
+            "ledger_transaction_balances')\n"
+            '    await c.execute("INSERT INTO ledger_transactions (txn_id, memo, at) '
+            "VALUES (9, 'planted', now())\")\n"
+            '    await c.execute("INSERT INTO ledger_entries (txn_id, account, amount_fen) '
+            "VALUES (9, 'clearing:cash', 3)\")\n"
+            "asyncio.run(main())\n",
+            dsn,
+        ],
+        check=True,
+        timeout=60,
+    )
+    broken = subprocess.run(
+        scenic_command("audit", "--dsn", dsn), capture_output=True, text=True, timeout=120
+    )
+    assert broken.returncode == 1
+    assert "FAIL ledger_transactions_balance" in broken.stdout
+    assert "'txn_id': 9" in broken.stdout
