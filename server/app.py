@@ -24,6 +24,7 @@ from server.catalog.model import Catalog
 from server.config import ServerConfig
 from server.errors import BadCredentials, ScenicError
 from server.expiry import ExpiryWatcher
+from server.gates import GateDesk
 from server.handlers import build_op_table
 from server.ops import OpTable
 from server.outbox import OutboxWorker
@@ -108,6 +109,7 @@ class Services:
     keyring: TicketKeyring | None = None
     expiry: ExpiryWatcher | None = None
     outbox: OutboxWorker | None = None
+    gates: GateDesk | None = None
     #: runs fire-and-forget work (event pushes) in the server's background nursery
     spawn: Callable[..., None] | None = None
     #: out_trade_no -> order id of payments started by this process, oldest first
@@ -122,10 +124,6 @@ class Services:
                 code="no_catalog",
             )
         return self.catalog
-
-    def ticket_code(self, ticket_id: str) -> str:
-        """The code on ``ticket_id``'s QR."""
-        return self.keyring.code_of(ticket_id)
 
     def ticket_id_of_code(self, code: str) -> str:
         """The ticket a genuine code names; raises ``forged`` otherwise."""
@@ -180,7 +178,11 @@ class ServerInfo:
 
 def actor_factories(services: Services) -> Mapping[str, ActorFactory]:
     """The entity actor kinds this server hosts, by kind name."""
-    return {"order": order_actor_factory(services)}
+    return {
+        "order": order_actor_factory(services),
+        "ticket": services.gates.ticket_factory(),
+        "gate": services.gates.gate_factory(),
+    }
 
 
 async def run_server(
@@ -219,7 +221,9 @@ async def run_server(
                     config, db, committer, ops or build_op_table(), SessionIndex(), clock
                 )
                 services.channels = channels or build_channels(config, clock)
+                services.gates = GateDesk(services)
                 await load_site(services)
+                await services.gates.load()
                 async with open_registry(
                     actor_factories(services),
                     mailbox_size=config.mailbox_size,

@@ -77,6 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_database_flags(audit)
     audit.set_defaults(run=_audit)
 
+    keys = commands.add_parser("keys", help="the site keys that make ticket codes").add_subparsers(
+        dest="keys_command", required=True
+    )
+    listing = keys.add_parser("list", help="list the site keys")
+    _add_database_flags(listing)
+    listing.set_defaults(run=_keys_list)
+    rotate = keys.add_parser("rotate", help="make a new key; new codes use it, old ones stay valid")
+    _add_database_flags(rotate)
+    rotate.set_defaults(run=_keys_rotate)
+    retire = keys.add_parser("retire", help="stop accepting codes made with a key")
+    retire.add_argument("key_id", metavar="KEY")
+    _add_database_flags(retire)
+    retire.set_defaults(run=_keys_retire)
+
     add_channel_sim_parser(commands)
 
     device = commands.add_parser("device", help="manage devices").add_subparsers(
@@ -252,6 +266,36 @@ async def _audit(db: Database, args: argparse.Namespace) -> int:
         failed += not result.ok
     print(f"{len(results) - failed} of {len(results)} checks hold")
     return 1 if failed else 0
+
+
+@_with_database
+async def _keys_list(db: Database, args: argparse.Namespace) -> int:
+    rows = await db.run(site.ticket_keys)
+    current = [row.key_id for row in rows if row.retired_at is None][-1]
+    print(f"{'KEY':<8} {'CREATED (UTC)':<20} STATUS")
+    for row in rows:
+        status = "retired " + _when(row.retired_at) if row.retired_at else "accepted"
+        if row.key_id == current:
+            status = "accepted, makes new codes"
+        print(f"{row.key_id:<8} {_when(row.created_at):<20} {status}")
+    return 0
+
+
+@_with_database
+async def _keys_rotate(db: Database, args: argparse.Namespace) -> int:
+    await db.run(site.ticket_keys)  # the first key, if there is none yet
+    key_id = await db.run(site.add_key)
+    print(f"key {key_id} makes new ticket codes from now on; older keys are still accepted")
+    return 0
+
+
+@_with_database
+async def _keys_retire(db: Database, args: argparse.Namespace) -> int:
+    if not await db.run(site.retire_key, args.key_id):
+        print(f"scenic: no accepted key {args.key_id}", file=sys.stderr)
+        return 1
+    print(f"key {args.key_id} retired: codes made with it are refused from now on")
+    return 0
 
 
 def _when(moment) -> str:

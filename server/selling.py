@@ -11,7 +11,7 @@ channels' notifiers, and the catalog reloader.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from datetime import date, datetime
 from functools import partial
@@ -25,13 +25,15 @@ import trio
 from actors.orders.actor import OrderActor, OrderEnvironment, OrderOutcome
 from actors.orders.domain import (
     DuplicatePaymentRefunding,
+    IssuedTicket,
     OrderCancelled,
     OrderExpired,
     PaymentCaptured,
     RefundConfirmed,
+    TicketsIssued,
     TicketsRefunding,
 )
-from actors.tickets.codes import make_code, ticket_id_of
+from actors.tickets.codes import Entitlement, SiteKey, make_code, ticket_id_of
 from server.catalog.model import Catalog, parse_catalog
 from server.channels.adapter import ChannelAdapter
 from server.channels.keys import load_or_create_channel_keys
@@ -43,6 +45,7 @@ from server.errors import ScenicError
 from server.expiry import ExpiryWatcher
 from server.outbox import OutboxWorker
 from server.storage import site
+from server.storage.tickets import TicketRecord
 
 if TYPE_CHECKING:
     from server.app import Services
@@ -57,18 +60,43 @@ def demo_catalog_source() -> str:
 
 @attrs.frozen
 class TicketKeyring:
-    """The keys that tag ticket codes: one makes new codes, all are accepted."""
+    """The site keys: the newest makes new codes; every unretired one is accepted."""
 
-    current_key_id: str
-    keys: Mapping[str, bytes]
+    keys: tuple[site.KeyRow, ...]
 
-    def code_of(self, ticket_id: str) -> str:
-        """The code printed on ``ticket_id``'s QR."""
-        return make_code(ticket_id, self.current_key_id, self.keys[self.current_key_id])
+    @property
+    def current(self) -> SiteKey:
+        """The key new codes are made with."""
+        row = [k for k in self.keys if k.retired_at is None][-1]
+        return SiteKey(row.key_id, row.secret, row.signing_key)
+
+    @property
+    def secrets(self) -> dict[str, bytes]:
+        """HMAC secrets of the keys still accepted, by key id."""
+        return {k.key_id: k.secret for k in self.keys if k.retired_at is None}
+
+    def public_keys(self) -> dict[str, bytes]:
+        """Ed25519 public keys of the keys still accepted, for offline gate agents."""
+        return {
+            k.key_id: SiteKey(k.key_id, k.secret, k.signing_key).public_key
+            for k in self.keys
+            if k.retired_at is None
+        }
+
+    def code_of(self, ticket: IssuedTicket) -> str:
+        """The code printed on an issued ticket's QR."""
+        entitlement = Entitlement(
+            ticket.ticket_id,
+            ticket.visit_date,
+            ticket.slot,
+            ticket.entries_allowed,
+            ticket.product_id,
+        )
+        return make_code(entitlement, self.current)
 
     def ticket_id_of(self, code: str) -> str:
         """The ticket a genuine ``code`` names; raises ``forged`` otherwise."""
-        return ticket_id_of(code, self.keys)
+        return ticket_id_of(code, self.secrets)
 
 
 @attrs.define
@@ -130,8 +158,7 @@ async def load_site(services: Services) -> None:
     services.catalog = None if source is None else parse_catalog(source)
     if services.catalog is None:
         log.warning("catalog.none", extra={"hint": "scenic catalog load FILE, or serve --demo"})
-    current, keys = await db.run(site.ticket_keys)
-    services.keyring = TicketKeyring(current, keys)
+    services.keyring = TicketKeyring(tuple(await db.run(site.ticket_keys)))
 
 
 def order_environment(services: Services) -> OrderEnvironment:
@@ -143,6 +170,7 @@ def order_environment(services: Services) -> OrderEnvironment:
             visit_date, slot
         ),
         committed=partial(order_committed, services),
+        code_of=lambda ticket: services.keyring.code_of(ticket),
     )
 
 
@@ -165,12 +193,27 @@ async def order_committed(services: Services, outcome: OrderOutcome) -> None:
                     "out_trade_no": event.out_trade_no,
                     "channel": event.channel,
                     "amount_fen": event.amount_fen,
-                    "tickets": [
-                        {"ticket": t.ticket_id, "code": services.ticket_code(t.ticket_id)}
-                        for t in order.tickets
-                    ],
+                    "tickets": [{"ticket": t.ticket_id, "code": t.code} for t in order.tickets],
                 },
             )
+        elif isinstance(event, TicketsIssued):
+            for ticket in event.tickets:
+                services.gates.book.put(
+                    services.gates.state_of(
+                        TicketRecord(
+                            ticket.ticket_id,
+                            order.order_id,
+                            ticket.product_id,
+                            ticket.visit_date,
+                            ticket.slot,
+                            ticket.entries_allowed,
+                            0,
+                            False,
+                            False,
+                            0,
+                        )
+                    )
+                )
         elif isinstance(event, RefundConfirmed):
             refund = order.refunds[event.out_refund_no]
             services.push_to_device(
@@ -185,13 +228,14 @@ async def order_committed(services: Services, outcome: OrderOutcome) -> None:
                     "reason": refund.reason,
                 },
             )
-        elif (
-            isinstance(
-                event, DuplicatePaymentRefunding | TicketsRefunding | OrderCancelled | OrderExpired
-            )
-            and services.outbox is not None
+        elif isinstance(
+            event, DuplicatePaymentRefunding | TicketsRefunding | OrderCancelled | OrderExpired
         ):
-            services.outbox.kick()
+            if isinstance(event, TicketsRefunding):
+                # Refused at once: the next scan reads the ticket fresh (and refunded).
+                services.gates.book.forget(list(event.ticket_ids))
+            if services.outbox is not None:
+                services.outbox.kick()
 
 
 async def run_selling(
@@ -228,6 +272,9 @@ async def run_selling(
         await workers.start(services.expiry.run)
         workers.start_soon(services.outbox.run)
         workers.start_soon(_reload_catalog_on_notice, services)
+        workers.start_soon(_reload_keys_on_notice, services)
+        workers.start_soon(services.gates.run_timers)
+        workers.start_soon(services.gates.push_occupancy)
         channels = services.channels
         for name, simulator in channels.simulators.items():
             notifier = Notifier(deliver, simulator.secret, services.clock, channels.notify_policy)
@@ -246,6 +293,13 @@ async def _reload_catalog_on_notice(services: Services) -> None:
                 log.error("catalog.reload_failed", extra={"detail": exc.message})
                 continue
             log.info("catalog.reloaded", extra={"site": services.catalog.name_en})
+
+
+async def _reload_keys_on_notice(services: Services) -> None:
+    async with services.db.listen(site.KEYS_CHANNEL) as notices:
+        async for _ in notices:
+            services.keyring = TicketKeyring(tuple(await services.db.run(site.ticket_keys)))
+            log.info("keys.reloaded", extra={"current": services.keyring.current.key_id})
 
 
 def business_date(catalog: Catalog | None, moment: datetime) -> date:

@@ -25,8 +25,10 @@ from actors.orders.domain import (
     ConfirmPayment,
     CreateOrder,
     Event,
+    IssuedTicket,
     Order,
     OrderRefused,
+    TicketsIssued,
     decide,
     evolve,
 )
@@ -57,6 +59,8 @@ class OrderEnvironment:
     capacity_of: Callable[[object, str], int]  # Catalog.capacity_of(date, slot)
     #: called after each commit with the outcome (pushes events, wakes the outbox)
     committed: Callable[[OrderOutcome], Awaitable[None]]
+    #: the code printed on an issued ticket's QR (made with the site's current key)
+    code_of: Callable[[IssuedTicket], str]
 
 
 class OrderActor:
@@ -114,7 +118,7 @@ class OrderActor:
             # Fresh ids are the shell's job; only here is it known how many.
             ids = tuple(new_ticket_id(command.at) for _ in range(self.order.ticket_count))
             command = attrs.evolve(command, ticket_ids=ids)
-        events = decide(self.order, command)
+        events = [self._with_codes(event) for event in decide(self.order, command)]
         if not events:
             return OrderOutcome(self.order, ())
         states = []
@@ -135,6 +139,12 @@ class OrderActor:
         state = attrs.evolve(state, version=0 if self.order is None else self.order.version + 1)
         self.order = state
         return OrderOutcome(state, tuple(events))
+
+    def _with_codes(self, event: Event) -> Event:
+        if not isinstance(event, TicketsIssued):
+            return event
+        tickets = tuple(attrs.evolve(t, code=self.env.code_of(t)) for t in event.tickets)
+        return attrs.evolve(event, tickets=tickets)
 
     def _capacity_limits(self, order: Order) -> CapacityLimits:
         pairs = {(line.visit_date, line.slot or WHOLE_DAY) for line in order.lines}

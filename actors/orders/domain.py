@@ -86,6 +86,8 @@ class IssuedTicket:
     slot: str | None
     entries_allowed: int | None  # None: unlimited on its day
     price_fen: int
+    #: what the ticket's QR holds; the shell makes it (keys are not the rules' business)
+    code: str | None = None
 
 
 # --- commands ------------------------------------------------------------

@@ -63,6 +63,20 @@ class Capacity:
 
 
 @attrs.frozen
+class Gate:
+    """A gate: the zone it admits to and, optionally, the only products it takes."""
+
+    gate_id: str
+    zone: str
+    name: str
+    products: tuple[str, ...] | None = None
+
+
+#: the zone of a gate the catalog does not list
+DEFAULT_ZONE = "main"
+
+
+@attrs.frozen
 class Catalog:
     """Everything a kiosk needs to sell and the server needs to cap sales."""
 
@@ -73,6 +87,12 @@ class Catalog:
     default_capacity: Capacity
     date_capacity: dict[date, Capacity]
     products: tuple[Product, ...]
+    gates: tuple[Gate, ...] = ()
+
+    def gate(self, gate_id: str) -> Gate:
+        """The gate ``gate_id`` as listed, or a gate of the main zone taking every product."""
+        found = next((g for g in self.gates if g.gate_id == gate_id), None)
+        return found or Gate(gate_id, DEFAULT_ZONE, gate_id)
 
     def product(self, product_id: str) -> Product | None:
         """The product called ``product_id``, or ``None``."""
@@ -117,6 +137,9 @@ def parse_catalog(text: str) -> Catalog:
         raise CatalogError("the catalog has no products")
     if len(set(ids)) != len(ids):
         raise CatalogError("two products have the same id")
+    gates = tuple(_gate(entry, i, set(ids)) for i, entry in enumerate(_list(data, "gates")))
+    if len({gate.gate_id for gate in gates}) != len(gates):
+        raise CatalogError("two gates have the same id")
     return Catalog(
         _text(site, "name_zh", "site"),
         _text(site, "name_en", "site"),
@@ -125,7 +148,22 @@ def parse_catalog(text: str) -> Catalog:
         default,
         dates,
         products,
+        gates,
     )
+
+
+def _gate(entry: dict, index: int, product_ids: set[str]) -> Gate:
+    where = f"gates[{index}]"
+    products = entry.get("products")
+    if products is not None:
+        if not isinstance(products, list) or not all(isinstance(p, str) for p in products):
+            raise CatalogError(f"{where}.products must be a list of product ids")
+        unknown = set(products) - product_ids
+        if unknown:
+            raise CatalogError(f"{where}.products names unknown products {sorted(unknown)}")
+        products = tuple(products)
+    gate_id = _text(entry, "id", where)
+    return Gate(gate_id, _text(entry, "zone", where), entry.get("name", gate_id), products)
 
 
 def _table(data: dict, key: str) -> dict:

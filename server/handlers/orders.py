@@ -82,7 +82,7 @@ def order_view(order: Order, services: Services) -> dict[str, Any]:
         "tickets": [
             {
                 "ticket": t.ticket_id,
-                "code": services.ticket_code(t.ticket_id),
+                "code": t.code,
                 "product": t.product_id,
                 "date": t.visit_date.isoformat(),
                 "slot": t.slot,

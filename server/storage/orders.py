@@ -101,6 +101,7 @@ async def load_order(conn: asyncpg.Connection, order_id: str) -> Order | None:
                 t["slot"],
                 t["entries_allowed"],
                 t["price_fen"],
+                t["code"],
             )
             for t in tickets
         ),
@@ -323,8 +324,8 @@ async def _write_event(
     elif isinstance(event, TicketsIssued):
         await conn.executemany(
             """insert into tickets (ticket_id, order_id, product_id, visit_date, slot,
-                                    entries_allowed, price_fen, status, issued_at)
-               values ($1, $2, $3, $4, $5, $6, $7, 'valid', $8)""",
+                                    entries_allowed, price_fen, status, issued_at, code)
+               values ($1, $2, $3, $4, $5, $6, $7, 'valid', $8, $9)""",
             [_ticket_row(event.order_id, ticket, event.at) for ticket in event.tickets],
         )
     elif isinstance(event, DuplicatePaymentRefunding):
@@ -354,8 +355,8 @@ async def _write_event(
                 )
     elif isinstance(event, TicketsRefunding):
         await conn.execute(
-            "update tickets set status = 'refunded' where ticket_id = any($1::text[]) "
-            "and order_id = $2",
+            "update tickets set status = 'refunded', version = version + 1 "
+            "where ticket_id = any($1::text[]) and order_id = $2",
             list(event.ticket_ids),
             event.order_id,
         )
@@ -384,6 +385,7 @@ def _ticket_row(order_id: str, ticket: IssuedTicket, at: datetime) -> tuple:
         ticket.entries_allowed,
         ticket.price_fen,
         at,
+        ticket.code,
     )
 
 

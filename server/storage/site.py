@@ -10,8 +10,11 @@ import secrets
 from datetime import date, datetime
 
 import asyncpg
+import attrs
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from server.catalog.model import WHOLE_DAY, Catalog
+from server.errors import ScenicError
 
 #: NOTIFY channel telling running servers that ``scenic catalog load`` stored a new catalog
 CATALOG_CHANNEL = "scenic_catalog_changed"
@@ -58,24 +61,89 @@ async def store_catalog(
     return overbooked
 
 
-async def ticket_keys(conn: asyncpg.Connection) -> tuple[str, dict[str, bytes]]:
-    """The key new codes are made with, and every key codes may carry.
+#: NOTIFY channel telling running servers that ``scenic keys`` rotated or retired a key
+KEYS_CHANNEL = "scenic_keys_changed"
 
-    Creates the site's first key when there is none (concurrent starters
-    agree on one: the insert is keyed and the newest unretired key wins).
+
+@attrs.frozen
+class KeyRow:
+    """One site key as stored."""
+
+    key_id: str
+    secret: bytes
+    signing_key: bytes
+    created_at: datetime
+    retired_at: datetime | None
+
+
+async def ticket_keys(conn: asyncpg.Connection) -> list[KeyRow]:
+    """Every site key, oldest first; makes the first one, and missing signing keys, if needed.
+
+    Concurrent starters agree: inserts and fills are keyed and conditional.
     """
-    rows = await conn.fetch("SELECT key_id, secret, retired_at FROM site_keys ORDER BY created_at")
+    rows = await conn.fetch("SELECT * FROM site_keys ORDER BY created_at, key_id")
     if not any(row["retired_at"] is None for row in rows):
-        await conn.execute(
-            "INSERT INTO site_keys (key_id, secret) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            "k" + secrets.token_hex(2),
-            secrets.token_bytes(32),
+        await add_key(conn)
+    for row in rows:
+        if row["signing_key"] is None:
+            await conn.execute(
+                "UPDATE site_keys SET signing_key = $2 WHERE key_id = $1 AND signing_key IS NULL",
+                row["key_id"],
+                _new_signing_key(),
+            )
+    rows = await conn.fetch("SELECT * FROM site_keys ORDER BY created_at, key_id")
+    return [
+        KeyRow(
+            r["key_id"],
+            bytes(r["secret"]),
+            bytes(r["signing_key"]),
+            r["created_at"],
+            r["retired_at"],
         )
-        rows = await conn.fetch(
-            "SELECT key_id, secret, retired_at FROM site_keys ORDER BY created_at"
+        for r in rows
+    ]
+
+
+async def add_key(conn: asyncpg.Connection) -> str:
+    """Make a new site key (it signs new codes from now on); returns its id."""
+    key_id = "k" + secrets.token_hex(2)
+    await conn.execute(
+        "INSERT INTO site_keys (key_id, secret, signing_key) VALUES ($1, $2, $3) "
+        "ON CONFLICT DO NOTHING",
+        key_id,
+        secrets.token_bytes(32),
+        _new_signing_key(),
+    )
+    await conn.execute("SELECT pg_notify($1, 'rotated')", KEYS_CHANNEL)
+    return key_id
+
+
+async def retire_key(conn: asyncpg.Connection, key_id: str) -> bool:
+    """Retire a key: codes made with it are refused from now on. False if none was active.
+
+    The newest key cannot be retired (rotate first), so new codes always have a key.
+    """
+    async with conn.transaction():
+        newest = await conn.fetchval(
+            "SELECT key_id FROM site_keys WHERE retired_at IS NULL "
+            "ORDER BY created_at DESC, key_id DESC LIMIT 1 FOR UPDATE"
         )
-    current = [row["key_id"] for row in rows if row["retired_at"] is None][-1]
-    return current, {row["key_id"]: bytes(row["secret"]) for row in rows}
+        if newest == key_id:
+            raise ScenicError(
+                f"{key_id} signs new codes; run scenic keys rotate first", code="key_in_use"
+            )
+        status = await conn.execute(
+            "UPDATE site_keys SET retired_at = now() WHERE key_id = $1 AND retired_at IS NULL",
+            key_id,
+        )
+        if status != "UPDATE 1":
+            return False
+        await conn.execute("SELECT pg_notify($1, 'retired')", KEYS_CHANNEL)
+    return True
+
+
+def _new_signing_key() -> bytes:
+    return Ed25519PrivateKey.generate().private_bytes_raw()
 
 
 async def pending_orders(conn: asyncpg.Connection) -> list[tuple[datetime, str]]:

@@ -1,0 +1,275 @@
+"""SQL of ticket use: ticket records, scans and their verdicts, passages, gate modes.
+
+Asyncio coroutine functions taking an asyncpg connection, run in the database
+thread: the writes inside a group-commit batch, the reads through
+:meth:`Database.run`. A write that changes a ticket checks the version it
+read (:class:`StaleTicket` otherwise), so a second server process's stale
+copy can never admit a ticket twice; a scan id is recorded once per gate.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import asyncpg
+import attrs
+
+
+class StaleTicket(Exception):
+    """Another server process changed the ticket since it was read: reload and decide again."""
+
+
+@attrs.frozen
+class TicketRecord:
+    """A ticket as stored (product facts such as zones come from the catalog)."""
+
+    ticket_id: str
+    order_id: str
+    product_id: str
+    visit_date: date
+    slot: str | None
+    entries_allowed: int | None
+    entries_used: int
+    inside: bool
+    refunded: bool
+    version: int
+
+
+@attrs.frozen
+class ScanRecord:
+    """One scan and its verdict, as recorded."""
+
+    gate_id: str
+    scan_id: str
+    ticket_id: str | None
+    zone: str
+    direction: str
+    at: datetime
+    recorded_at: datetime
+    granted: bool
+    reason: str
+    entries_left: int | None
+    consumed: bool
+    offline: bool = False
+    passed: bool | None = None
+    code_hint: str | None = None
+
+
+@attrs.frozen
+class TicketChange:
+    """A ticket's use after a scan, and the version it was decided on."""
+
+    ticket_id: str
+    entries_used: int
+    inside: bool
+    expected_version: int
+
+
+_TICKET_COLUMNS = """ticket_id, order_id, product_id, visit_date, slot, entries_allowed,
+                     entries_used, inside, status = 'refunded' AS refunded, version"""
+
+
+def _record(row: asyncpg.Record) -> TicketRecord:
+    return TicketRecord(*row.values())
+
+
+async def load_ticket(conn: asyncpg.Connection, ticket_id: str) -> TicketRecord | None:
+    """The ticket ``ticket_id`` as stored, or ``None``."""
+    row = await conn.fetchrow(
+        f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE ticket_id = $1", ticket_id
+    )
+    return None if row is None else _record(row)
+
+
+async def tickets_of_dates(conn: asyncpg.Connection, first: date, last: date) -> list[TicketRecord]:
+    """Every ticket for a visit date from ``first`` to ``last`` (to keep warm in memory)."""
+    rows = await conn.fetch(
+        f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE visit_date BETWEEN $1 AND $2", first, last
+    )
+    return [_record(row) for row in rows]
+
+
+_INSERT_SCAN = """INSERT INTO scans (gate_id, scan_id, ticket_id, zone, direction, at, recorded_at,
+                                     granted, reason, entries_left, consumed, offline, passed,
+                                     code_hint)
+                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                  ON CONFLICT (gate_id, scan_id) DO NOTHING"""
+
+
+def _scan_args(scan: ScanRecord) -> tuple:
+    return (
+        scan.gate_id,
+        scan.scan_id,
+        scan.ticket_id,
+        scan.zone,
+        scan.direction,
+        scan.at,
+        scan.recorded_at,
+        scan.granted,
+        scan.reason,
+        scan.entries_left,
+        scan.consumed,
+        scan.offline,
+        scan.passed,
+        scan.code_hint,
+    )
+
+
+async def record_scan(
+    conn: asyncpg.Connection, scan: ScanRecord, change: TicketChange | None = None
+) -> int | None:
+    """Record ``scan`` and, with it, the ticket ``change`` it decided; one round trip.
+
+    Returns the ticket's new version (0 when there is no change), or ``None``
+    when this gate's scan id was recorded before (nothing is changed then).
+    Raises :class:`StaleTicket` when the ticket moved past
+    ``change.expected_version``.
+    """
+    if change is None:
+        inserted = await conn.fetchval(_INSERT_SCAN + " RETURNING true", *_scan_args(scan))
+        return 0 if inserted else None
+    row = await conn.fetchrow(
+        f"""WITH recorded AS ({_INSERT_SCAN} RETURNING 1),
+                 used AS (
+                   UPDATE tickets SET entries_used = $15, inside = $16, version = version + 1
+                    WHERE ticket_id = $3 AND version = $17 AND EXISTS (SELECT 1 FROM recorded)
+                   RETURNING version)
+            SELECT EXISTS (SELECT 1 FROM recorded) AS recorded, (SELECT version FROM used)""",
+        *_scan_args(scan),
+        change.entries_used,
+        change.inside,
+        change.expected_version,
+    )
+    if not row["recorded"]:
+        return None
+    if row["version"] is None:
+        raise StaleTicket(f"ticket {change.ticket_id} moved past version {change.expected_version}")
+    return row["version"]
+
+
+async def stored_verdict(conn: asyncpg.Connection, gate_id: str, scan_id: str) -> ScanRecord | None:
+    """The scan ``scan_id`` of ``gate_id`` as first recorded."""
+    row = await conn.fetchrow(
+        """SELECT gate_id, scan_id, ticket_id, zone, direction, at, recorded_at, granted, reason,
+                  entries_left, consumed, offline, passed, code_hint
+             FROM scans WHERE gate_id = $1 AND scan_id = $2""",
+        gate_id,
+        scan_id,
+    )
+    return None if row is None else ScanRecord(*row.values())
+
+
+async def record_passage(
+    conn: asyncpg.Connection, gate_id: str, scan_id: str, passed: bool, at: datetime
+) -> tuple[str, str] | None:
+    """Note whether the visitor of a granted scan walked through; ``(zone, direction)``.
+
+    ``None`` when the scan is unknown, was denied, or its passage is already known.
+    """
+    row = await conn.fetchrow(
+        """UPDATE scans SET passed = $3, passed_at = $4
+            WHERE gate_id = $1 AND scan_id = $2 AND granted AND passed IS NULL
+           RETURNING zone, direction""",
+        gate_id,
+        scan_id,
+        passed,
+        at,
+    )
+    return None if row is None else (row["zone"], row["direction"])
+
+
+async def give_back_entry(
+    conn: asyncpg.Connection, gate_id: str, scan_id: str, change: TicketChange, at: datetime
+) -> int | None:
+    """The visitor did not walk through: mark the scan and restore the ticket's entry.
+
+    Returns the ticket's new version, or ``None`` if the passage was already
+    settled. Raises :class:`StaleTicket` like :func:`record_scan`.
+    """
+    row = await conn.fetchrow(
+        """WITH settled AS (
+             UPDATE scans SET passed = false, passed_at = $3
+              WHERE gate_id = $1 AND scan_id = $2 AND granted AND passed IS NULL
+             RETURNING 1),
+           restored AS (
+             UPDATE tickets SET entries_used = $5, inside = $6, version = version + 1
+              WHERE ticket_id = $4 AND version = $7 AND EXISTS (SELECT 1 FROM settled)
+             RETURNING version)
+           SELECT EXISTS (SELECT 1 FROM settled) AS settled, (SELECT version FROM restored)""",
+        gate_id,
+        scan_id,
+        at,
+        change.ticket_id,
+        change.entries_used,
+        change.inside,
+        change.expected_version,
+    )
+    if not row["settled"]:
+        return None
+    if row["version"] is None:
+        raise StaleTicket(f"ticket {change.ticket_id} moved past version {change.expected_version}")
+    return row["version"]
+
+
+async def record_conflict(
+    conn: asyncpg.Connection,
+    gate_id: str,
+    scan_id: str,
+    ticket_id: str | None,
+    kind: str,
+    detail: str,
+    at: datetime,
+    found_at: datetime,
+) -> None:
+    """Note an offline admission the server would have refused."""
+    await conn.execute(
+        """INSERT INTO gate_conflicts (gate_id, scan_id, ticket_id, kind, detail, at, found_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+        gate_id,
+        scan_id,
+        ticket_id,
+        kind,
+        detail,
+        at,
+        found_at,
+    )
+
+
+async def conflicts(conn: asyncpg.Connection, since: datetime) -> list[dict]:
+    """Offline conflicts found since ``since``, newest first."""
+    rows = await conn.fetch(
+        """SELECT gate_id, scan_id, ticket_id, kind, detail, at, found_at FROM gate_conflicts
+            WHERE found_at >= $1 ORDER BY found_at DESC, conflict_id DESC LIMIT 500""",
+        since,
+    )
+    return [dict(row) for row in rows]
+
+
+async def gate_modes(conn: asyncpg.Connection) -> dict[str, str]:
+    """The mode of every gate whose mode was ever set."""
+    return {row["gate_id"]: row["mode"] for row in await conn.fetch("SELECT * FROM gates")}
+
+
+async def set_gate_mode(
+    conn: asyncpg.Connection, gate_id: str, mode: str, by: str, at: datetime
+) -> None:
+    """Store a gate's mode."""
+    await conn.execute(
+        """INSERT INTO gates (gate_id, mode, changed_at, changed_by) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (gate_id) DO UPDATE SET mode = $2, changed_at = $3, changed_by = $4""",
+        gate_id,
+        mode,
+        at,
+        by,
+    )
+
+
+async def occupancy_since(conn: asyncpg.Connection, since: datetime) -> dict[str, tuple[int, int]]:
+    """Per zone, ``(entries, exits)`` that passed since ``since``."""
+    rows = await conn.fetch(
+        """SELECT zone, count(*) FILTER (WHERE direction = 'entry') AS entries,
+                  count(*) FILTER (WHERE direction = 'exit') AS exits
+             FROM scans WHERE passed AND at >= $1 GROUP BY zone""",
+        since,
+    )
+    return {row["zone"]: (row["entries"], row["exits"]) for row in rows}
