@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 import attrs
 import trio
 
+from devices.cli import add_gate_parsers
 from server.audit import run_audit
 from server.auth import hash_token, new_token
 from server.catalog.model import parse_catalog
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     retire.set_defaults(run=_keys_retire)
 
     add_channel_sim_parser(commands)
+    add_gate_parsers(commands)
 
     device = commands.add_parser("device", help="manage devices").add_subparsers(
         dest="device_command", required=True

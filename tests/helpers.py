@@ -47,6 +47,7 @@ async def running_server(
     ops: OpTable | None = None,
     clock: Callable[[], datetime] = utc_now,
     notify_policy: NotifyPolicy | None = None,
+    port: int = 0,
     **config_overrides,
 ) -> AsyncIterator[RunningServer]:
     """Register ``device_roles`` ({id: role}), run a server on a free port, stop it on exit.
@@ -63,7 +64,7 @@ async def running_server(
     config_overrides.setdefault("demo", True)
     config = ServerConfig(
         host="127.0.0.1",
-        port=0,
+        port=port,
         dsn=dsn,
         data_dir=keys_dir,
         shutdown_grace_s=5.0,

@@ -78,3 +78,22 @@ def _record(row: asyncpg.Record) -> DeviceRecord:
         row["created_at"],
         row["revoked_at"],
     )
+
+
+async def issue_device(db: Database, device_id: str, role: str, token_hash: bytes) -> None:
+    """Register ``device_id`` with a new token, or give an existing one a new token.
+
+    For tools that run their own simulated devices (``scenic gate-sim``): a
+    device of another role is refused with ``device_exists``.
+    """
+    row = await db.fetchrow(
+        """INSERT INTO devices (device_id, role, token_hash) VALUES ($1, $2, $3)
+           ON CONFLICT (device_id) DO UPDATE SET token_hash = $3, revoked_at = NULL
+            WHERE devices.role = $2
+           RETURNING device_id""",
+        device_id,
+        role,
+        token_hash,
+    )
+    if row is None:
+        raise ScenicError(f"device {device_id} exists with another role", code="device_exists")
