@@ -69,13 +69,14 @@ class RegistryStats:
 class _Letter:
     """One command in a mailbox and the slot its reply goes to."""
 
-    __slots__ = ("abandoned", "command", "done", "reply")
+    __slots__ = ("abandoned", "command", "done", "reply", "told")
 
     def __init__(self, command: Any) -> None:
         self.command = command
         self.done = trio.Event()
         self.reply: outcome.Outcome | None = None
         self.abandoned = False
+        self.told = False
 
 
 class _Cell:
@@ -139,6 +140,22 @@ class Registry:
         assert letter.reply is not None
         return letter.reply.unwrap()
 
+    def tell(self, key: ActorKey, command: Any) -> None:
+        """Put ``command`` in the actor's mailbox and return at once, without a reply.
+
+        For commands whose outcome nobody waits for; a refusal or crash is only
+        logged. Raises :class:`Overloaded` when the mailbox is full or the
+        registry is shutting down.
+        """
+        if self._closing:
+            raise Overloaded("the server is shutting down")
+        letter = _Letter(command)
+        letter.told = True
+        try:
+            self._cell(key).send.send_nowait(letter)
+        except trio.WouldBlock:
+            raise Overloaded(f"{key[0]} {key[1]} is busy; try again shortly") from None
+
     def is_live(self, key: ActorKey) -> bool:
         """True while the actor of ``key`` is in memory."""
         return key in self._cells
@@ -174,6 +191,15 @@ class Registry:
                 try:
                     if not letter.abandoned:
                         letter.reply = await self._deliver(cell, letter.command)
+                        if letter.told and isinstance(letter.reply, outcome.Error):
+                            log.warning(
+                                "actor.told_failed",
+                                extra={
+                                    "actor_kind": cell.key[0],
+                                    "actor_id": str(cell.key[1]),
+                                    "error": repr(letter.reply.error)[:200],
+                                },
+                            )
                 finally:
                     if letter.reply is None:  # skipped, or cancelled mid-way
                         letter.reply = outcome.Error(Overloaded("the server is shutting down"))

@@ -113,14 +113,17 @@ async def run_bench(server: LocalServer, args: argparse.Namespace) -> bool:
         codes = await sell_tickets(kiosk, args.tickets)
         print(f"setup: {len(codes):,} tickets sold in {time.perf_counter() - began:.1f} s")
         gates = [await nursery.start(_open, server.url, g, server.tokens[g]) for g in gate_ids]
+        admin = await nursery.start(_open, server.url, "bench-admin", server.tokens["bench-admin"])
         plan = scan_plan(codes, len(gates), args.rescans, args.forged)
         stats = {"latencies": [], "granted": 0, "denied": 0, "errors": 0}
+        before = (await admin.request("server.stats"))["commits"]
         began = time.perf_counter()
         with trio.fail_after(900):
             async with trio.open_nursery() as streams:
                 for gate, gate_id, work in zip(gates, gate_ids, plan, strict=True):
                     streams.start_soon(stream, gate, gate_id, work, args.window, stats)
         seconds = time.perf_counter() - began
+        after = (await admin.request("server.stats"))["commits"]
         nursery.cancel_scope.cancel()
     latencies = stats["latencies"]
     print(
@@ -129,6 +132,16 @@ async def run_bench(server: LocalServer, args: argparse.Namespace) -> bool:
         f"{len(gate_ids)} gates x window {args.window})  "
         f"p50 {percentile_ms(latencies, 0.5):.1f} ms  p99 {percentile_ms(latencies, 0.99):.1f} ms"
         f"  errors {stats['errors']}"
+    )
+    batches = after["batches"] - before["batches"]
+    writes = after["writes"] - before["writes"]
+    print(
+        f"group commit: {batches:,} commits for {writes:,} writes "
+        f"({writes / max(batches, 1):.1f} per commit, largest {after['largest_batch']}, "
+        f"{after['failed_batches'] - before['failed_batches']} retried); mean commit "
+        f"{(after['commit_ms_total'] - before['commit_ms_total']) / max(batches, 1):.1f} ms, "
+        f"mean wait for a batch "
+        f"{(after['queued_ms_total'] - before['queued_ms_total']) / max(writes, 1):.1f} ms"
     )
     durable = await trio.to_thread.run_sync(_count_durable, server)
     ok = (
@@ -182,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rescans", type=float, default=0.1, help="share scanned again")
     parser.add_argument("--forged", type=float, default=0.05, help="share of forged codes")
     args = parser.parse_args(argv)
-    devices = {f"G-BENCH-{n:02d}": "gate" for n in range(args.gates)} | {"bench-kiosk": "kiosk"}
+    devices = {f"G-BENCH-{n:02d}": "gate" for n in range(args.gates)}
+    devices |= {"bench-kiosk": "kiosk", "bench-admin": "admin"}
     with local_server(devices, extra_args=("--demo",)) as server:
         ok = trio.run(run_bench, server, args)
     return 0 if ok else 1

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import attrs
 import trio
 
-from actors.gates.actor import GateActor, GateEnvironment, PassageTimedOut
+from actors.gates.actor import GateActor, GateEnvironment, PassageTimedOut, Settlement, settle
 from actors.tickets.actor import TicketActor, TicketEnvironment
 from actors.tickets.rules import GateView, ScanMoment, TicketState
 from server.catalog.model import Catalog
@@ -84,20 +84,33 @@ class GateDesk:
         self._timers: list[tuple[float, str, str]] = []
         self._timer_changed = trio.Event()
         self._occupancy_changed = False
+        self.gate_env: GateEnvironment | None = None
+        self._views: dict[str, tuple[Catalog, GateView]] = {}
+        self._site: tuple[Catalog, ZoneInfo, dict] | None = None
 
     # -- what scans need -----------------------------------------------------------
 
     def view(self, gate_id: str) -> GateView:
-        """The gate as the entry rules see it."""
-        gate = self.services.current_catalog().gate(gate_id)
+        """The gate as the entry rules see it (cached until the catalog or its mode changes)."""
+        catalog = self.services.current_catalog()
+        mode = self.modes.get(gate_id, "normal")
+        cached = self._views.get(gate_id)
+        if cached is not None and cached[0] is catalog and cached[1].mode == mode:
+            return cached[1]
+        gate = catalog.gate(gate_id)
         products = None if gate.products is None else frozenset(gate.products)
-        return GateView(gate_id, gate.zone, self.modes.get(gate_id, "normal"), products)
+        view = GateView(gate_id, gate.zone, mode, products)
+        self._views[gate_id] = (catalog, view)
+        return view
 
     def moment(self, at: datetime) -> ScanMoment:
         """The site's local date and time at ``at``, with the catalog's slot hours."""
         catalog = self.services.current_catalog()
-        local = at.astimezone(ZoneInfo(catalog.timezone))
-        slots = {s.slot_id: (s.starts, s.ends) for s in catalog.slots}
+        if self._site is None or self._site[0] is not catalog:
+            slots = {s.slot_id: (s.starts, s.ends) for s in catalog.slots}
+            self._site = (catalog, ZoneInfo(catalog.timezone), slots)
+        _, zone, slots = self._site
+        local = at.astimezone(zone)
         return ScanMoment(local.date(), local.time().replace(tzinfo=None), slots)
 
     def state_of(self, record: TicketRecord) -> TicketState:
@@ -154,7 +167,11 @@ class GateDesk:
         """Builds the actor of one ticket id."""
         services = self.services
         env = TicketEnvironment(
-            services.db.run, services.committer.submit, self.book, self.state_of
+            services.db.run,
+            services.committer.submit,
+            services.committer.submit_bulk,
+            self.book,
+            self.state_of,
         )
         return lambda ticket_id: TicketActor(ticket_id, env)
 
@@ -170,11 +187,13 @@ class GateDesk:
         env = GateEnvironment(
             services.db.run,
             services.committer.submit,
+            services.committer.submit_bulk,
             ask_ticket,
             self.passed,
             self.watch,
             self.mode_changed,
         )
+        self.gate_env = env
         return lambda gate_id: GateActor(gate_id, env)
 
     # -- start and workers -----------------------------------------------------------
@@ -204,11 +223,13 @@ class GateDesk:
             while self._timers and self._timers[0][0] <= trio.current_time():
                 _, gate_id, scan_id = heapq.heappop(self._timers)
                 try:
-                    await self.services.registry.ask(
+                    settlement = await self.services.registry.ask(
                         ("gate", gate_id),
                         PassageTimedOut(scan_id, self.services.clock()),
                         self.services.config.ask_timeout_s,
                     )
+                    if settlement.expected is not None:  # not reported in time
+                        self.services.spawn(self._settle_quietly, settlement)
                 except Exception:
                     log.exception("gate.passage_timeout_failed", extra={"gate": gate_id})
             if self._timers:
@@ -216,6 +237,12 @@ class GateDesk:
                     await self._timer_changed.wait()
             else:
                 await self._timer_changed.wait()
+
+    async def _settle_quietly(self, settlement: Settlement) -> None:
+        try:
+            await settle(self.gate_env, settlement)
+        except Exception:
+            log.exception("gate.give_back_failed", extra={"scan_id": settlement.scan_id})
 
     async def push_occupancy(self) -> None:
         """Push occupancy to admin connections when it changed, at most once a second."""

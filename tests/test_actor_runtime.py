@@ -200,3 +200,19 @@ async def test_shutdown_past_its_bound_cancels_and_answers_the_rest(autojump_clo
     assert 2 <= trio.current_time() - began < 3
     assert answers == ["overloaded", "overloaded"]
     assert "a" not in journal.stored
+
+
+async def test_tell_delivers_in_order_without_waiting_and_survives_failures(autojump_clock):
+    journal = Journal()
+    async with registry(journal) as actors:
+        actors.tell(("counter", "a"), ("add", 1))
+        actors.tell(("counter", "a"), ("crash", None))  # logged; the actor restarts
+        actors.tell(("counter", "a"), ("add", 2))
+        assert journal.handled == []  # nothing ran yet: tell does not wait
+        assert await actors.ask(("counter", "a"), ("get", None), 10) == 3
+    assert [cmd for _, cmd in journal.handled] == [
+        ("add", 1),
+        ("crash", None),
+        ("add", 2),
+        ("get", None),
+    ]

@@ -317,3 +317,27 @@ async def test_only_gates_may_scan(dsn, db):
             with pytest.raises(RemoteError) as refused:
                 await kiosk.request("ticket.scan", scan_id="x", code="c", at=time.time())
     assert refused.value.code == "forbidden"
+
+
+async def test_rotated_keys_keep_old_codes_valid_until_retired(dsn, db):
+    async with running_server(dsn, db, GATES) as server:
+        (old,) = await buy(server)
+        old_key = old["code"].split(".")[1]
+        new_key = await db.run(site.add_key)
+        with trio.fail_after(10):  # running servers reload the keys on the notice
+            while True:
+                (new,) = await buy(server)
+                if new["code"].split(".")[1] == new_key:
+                    break
+        async with connect(server.url, "G-MAIN-1", server.tokens["G-MAIN-1"]) as gate:
+            assert (await scan(gate, new["code"]))["granted"]
+            with pytest.raises(Exception) as in_use:
+                await db.run(site.retire_key, new_key)
+            assert await db.run(site.retire_key, old_key)
+            with trio.fail_after(10):
+                while (verdict := await scan(gate, old["code"]))["reason"] != "forged":
+                    await trio.sleep(0.05)
+            config = await gate.request("gate.config")
+    assert getattr(in_use.value, "code", None) == "key_in_use"
+    assert verdict["granted"] is False
+    assert [k["key_id"] for k in config["keys"]] == [new_key]

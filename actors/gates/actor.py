@@ -2,9 +2,10 @@
 
 A grant opens the turnstile; the gate then reports whether the visitor
 walked through (``gate.passage``). The gate actor keeps each granted scan
-until that report or until ``passage_timeout_s`` passes: a passage counts
-toward the zone's occupancy; no passage (reported, or timed out) gives the
-entry back to the ticket through the ticket's own actor. Mode changes
+until that report or until ``passage_timeout_s`` passes, and hands back a
+:class:`Settlement`: a passage counts toward the zone's occupancy; no
+passage (reported, or timed out) gives the entry back to the ticket through
+the ticket's own actor (:func:`settle` does both, outside the gate actor). Mode changes
 (normal, locked, free passage) are stored, then pushed to the gate.
 """
 
@@ -19,7 +20,7 @@ from typing import Any
 import attrs
 
 from actors.tickets.actor import GiveBack
-from server.storage.tickets import record_passage, set_gate_mode
+from server.storage.tickets import PASSAGE_WRITER, set_gate_mode
 
 log = logging.getLogger("scenic.actors.gate")
 
@@ -68,6 +69,7 @@ class GateEnvironment:
 
     run: Callable[..., Awaitable]  # Database.run
     submit: Callable[..., Awaitable]  # GroupCommitter.submit
+    submit_bulk: Callable[..., Awaitable]  # GroupCommitter.submit_bulk
     #: ask a ticket's actor: (ticket_id, command) -> reply
     ask_ticket: Callable[[str, Any], Awaitable[Any]]
     #: a passage happened: (zone, direction)
@@ -89,15 +91,18 @@ class GateActor:
     async def load(self) -> None:
         """Nothing to read: pending passages do not outlive the process (see docs/gates.md)."""
 
-    async def handle(self, command: Any) -> dict[str, Any]:
-        """Handle one gate command; returns what the protocol reply needs."""
+    async def handle(self, command: Any) -> Any:
+        """Handle one gate command: in memory, except a mode change, which is stored first.
+
+        A passage report or timeout returns a :class:`Settlement` for :func:`settle`.
+        """
         if isinstance(command, ExpectPassage):
             self.pending[command.scan_id] = command
             self.env.watch(self.gate_id, command.scan_id, command.deadline)
             return {}
         if isinstance(command, Passage | PassageTimedOut):
             passed = isinstance(command, Passage) and command.passed
-            return await self._settle(command.scan_id, passed, command.at)
+            return self._settle(command.scan_id, passed, command.at)
         if isinstance(command, SetMode):
             await self.env.submit(
                 partial(_store_mode, self.gate_id, command.mode, command.by, command.at)
@@ -107,28 +112,44 @@ class GateActor:
             return {"gate": self.gate_id, "mode": command.mode}
         raise TypeError(f"not a gate command: {command!r}")
 
-    async def _settle(self, scan_id: str, passed: bool, at: datetime) -> dict[str, Any]:
-        expected = self.pending.pop(scan_id, None)
-        if passed:
-            settled = await self.env.submit(
-                partial(_store_passage, self.gate_id, scan_id, True, at)
-            )
-            if settled is not None:
-                self.env.passed(*settled)
-            return {"scan_id": scan_id, "recorded": settled is not None}
-        if expected is not None and expected.ticket_id is not None:
-            await self.env.ask_ticket(
-                expected.ticket_id,
-                GiveBack(self.gate_id, scan_id, expected.consumed, expected.was_inside, at),
-            )
-            return {"scan_id": scan_id, "recorded": True}
-        settled = await self.env.submit(partial(_store_passage, self.gate_id, scan_id, False, at))
+    def _settle(self, scan_id: str, passed: bool, at: datetime) -> Settlement:
+        return Settlement(self.gate_id, scan_id, passed, at, self.pending.pop(scan_id, None))
+
+
+@attrs.frozen
+class Settlement:
+    """How a granted scan ended; :func:`settle` writes it down outside the actor."""
+
+    gate_id: str
+    scan_id: str
+    passed: bool
+    at: datetime
+    #: what the grant was, if this process still knew (not after a restart)
+    expected: ExpectPassage | None
+
+
+async def settle(env: GateEnvironment, settlement: Settlement) -> dict[str, Any]:
+    """Record a passage (counting occupancy) or give the entry back.
+
+    Runs in the caller's task, not in the gate's actor, so one gate's
+    passages commit concurrently instead of queueing behind each other.
+    """
+    gate_id, scan_id, at = settlement.gate_id, settlement.scan_id, settlement.at
+    expected = settlement.expected
+    if settlement.passed:
+        settled = await env.submit_bulk(PASSAGE_WRITER, (gate_id, scan_id, True, at))
+        if settled is not None:
+            env.passed(*settled)
         return {"scan_id": scan_id, "recorded": settled is not None}
+    if expected is not None and expected.ticket_id is not None:
+        await env.ask_ticket(
+            expected.ticket_id,
+            GiveBack(gate_id, scan_id, expected.consumed, expected.was_inside, at),
+        )
+        return {"scan_id": scan_id, "recorded": True}
+    settled = await env.submit_bulk(PASSAGE_WRITER, (gate_id, scan_id, False, at))
+    return {"scan_id": scan_id, "recorded": settled is not None}
 
 
 async def _store_mode(gate_id: str, mode: str, by: str, at: datetime, conn) -> None:
     await set_gate_mode(conn, gate_id, mode, by, at)
-
-
-async def _store_passage(gate_id: str, scan_id: str, passed: bool, at: datetime, conn):
-    return await record_passage(conn, gate_id, scan_id, passed, at)

@@ -21,6 +21,7 @@ import attrs
 
 from actors.tickets.rules import GateView, ScanMoment, TicketState, Verdict, decide_scan
 from server.storage.tickets import (
+    SCAN_WRITER,
     ScanRecord,
     StaleTicket,
     TicketChange,
@@ -92,6 +93,7 @@ class TicketEnvironment:
 
     run: Callable[..., Awaitable]  # Database.run
     submit: Callable[..., Awaitable]  # GroupCommitter.submit
+    submit_bulk: Callable[..., Awaitable]  # GroupCommitter.submit_bulk
     #: the warm copy of tickets: get(ticket_id) -> TicketState | None, put(state)
     book: TicketBookLike
     #: a stored ticket with its product's facts from the catalog
@@ -168,7 +170,10 @@ class TicketActor:
         change = None
         if state is not None and after is not None and after != state:
             change = TicketChange(self.ticket_id, after.entries_used, after.inside, state.version)
-        version = await self.env.submit(partial(_record, record, change, conflict))
+        if conflict is None:
+            version = await self.env.submit_bulk(SCAN_WRITER, (record, change))
+        else:  # rare (merging an offline journal): the conflict row goes in the same write
+            version = await self.env.submit(partial(_record, record, change, conflict))
         if version is None:  # this gate sent this scan id before
             stored = await self.env.run(stored_verdict, scan.gate.gate_id, scan.scan_id)
             repeat = Verdict(stored.granted, stored.reason, stored.entries_left, stored.consumed)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from actors.gates.actor import ExpectPassage, Passage, SetMode
+from actors.gates.actor import ExpectPassage, Passage, SetMode, settle
 from actors.tickets.actor import OfflineDecision, ScanOutcome, ScanTicket
 from actors.tickets.codes import ForgedCode
 from actors.tickets.rules import MODES, REASONS, Verdict, refused
@@ -104,10 +104,7 @@ async def scan_ticket(
             passed=None if offline is None else offline.passed,
             code_hint=code[:64],
         )
-        if (
-            await services.committer.submit(lambda conn: ticket_queries.record_scan(conn, record))
-            is None
-        ):
+        if await services.committer.submit_bulk(ticket_queries.SCAN_WRITER, (record, None)) is None:
             stored = await services.db.run(ticket_queries.stored_verdict, gate_id, scan_id)
             verdict = Verdict(stored.granted, stored.reason, stored.entries_left)
         return verdict, None, None
@@ -141,7 +138,7 @@ def register(table: OpTable) -> None:
         )
         timeout_s = services.gates.passage_timeout_s
         if verdict.granted and (outcome is None or not outcome.repeated):
-            await services.registry.ask(
+            services.registry.tell(
                 ("gate", ctx.device_id),
                 ExpectPassage(
                     args["scan_id"],
@@ -151,7 +148,6 @@ def register(table: OpTable) -> None:
                     outcome.was_inside if outcome is not None else False,
                     trio.current_time() + timeout_s,
                 ),
-                services.config.ask_timeout_s,
             )
         return verdict_reply(args["scan_id"], verdict, ticket_id, timeout_s)
 
@@ -159,11 +155,12 @@ def register(table: OpTable) -> None:
     async def gate_passage(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         """The turnstile reports whether the visitor of a granted scan walked through."""
         services = ctx.services
-        return await services.registry.ask(
+        settlement = await services.registry.ask(
             ("gate", ctx.device_id),
             Passage(args["scan_id"], args["passed"], services.clock()),
             services.config.ask_timeout_s,
         )
+        return await settle(services.gates.gate_env, settlement)
 
     @table.op("gate.config", roles={"gate", "admin"})
     async def gate_config(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from datetime import date, datetime
 
 import asyncpg
 import attrs
+import outcome
 
 
 class StaleTicket(Exception):
@@ -273,3 +274,108 @@ async def occupancy_since(conn: asyncpg.Connection, since: datetime) -> dict[str
         since,
     )
     return {row["zone"]: (row["entries"], row["exits"]) for row in rows}
+
+
+class ScanWriter:
+    """Bulk writer of scans and the ticket use they decided: three statements per batch.
+
+    Items are ``(ScanRecord, TicketChange | None)``; each answers like
+    :func:`record_scan`: the ticket's new version (0 without a change),
+    ``None`` for a scan id recorded before, or a :class:`StaleTicket` error
+    (its scan row is then removed again, so scan and ticket always agree).
+    A batch never holds two changes of one ticket: its actor waits for each.
+    """
+
+    async def write_many(self, conn: asyncpg.Connection, items: list) -> list:
+        """Write the batch's scans and ticket changes."""
+        columns = list(zip(*(_scan_args(scan) for scan, _ in items), strict=True))
+        recorded = await conn.fetch(
+            """INSERT INTO scans (gate_id, scan_id, ticket_id, zone, direction, at, recorded_at,
+                                  granted, reason, entries_left, consumed, offline, passed,
+                                  code_hint)
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                    $6::timestamptz[], $7::timestamptz[], $8::bool[], $9::text[],
+                                    $10::int[], $11::bool[], $12::bool[], $13::bool[], $14::text[])
+               ON CONFLICT (gate_id, scan_id) DO NOTHING
+               RETURNING gate_id, scan_id""",
+            *columns,
+        )
+        inserted = {(row["gate_id"], row["scan_id"]) for row in recorded}
+        changes = [
+            change
+            for scan, change in items
+            if change is not None and (scan.gate_id, scan.scan_id) in inserted
+        ]
+        versions: dict[str, int] = {}
+        if changes:
+            rows = await conn.fetch(
+                """UPDATE tickets t SET entries_used = c.used, inside = c.inside,
+                                        version = t.version + 1
+                     FROM unnest($1::text[], $2::int[], $3::bool[], $4::int[])
+                          AS c(ticket_id, used, inside, expected)
+                    WHERE t.ticket_id = c.ticket_id AND t.version = c.expected
+                   RETURNING t.ticket_id, t.version""",
+                [c.ticket_id for c in changes],
+                [c.entries_used for c in changes],
+                [c.inside for c in changes],
+                [c.expected_version for c in changes],
+            )
+            versions = {row["ticket_id"]: row["version"] for row in rows}
+        stale = [
+            scan
+            for scan, change in items
+            if change is not None
+            and (scan.gate_id, scan.scan_id) in inserted
+            and change.ticket_id not in versions
+        ]
+        if stale:
+            await conn.execute(
+                """DELETE FROM scans s USING unnest($1::text[], $2::text[]) AS x(gate_id, scan_id)
+                    WHERE s.gate_id = x.gate_id AND s.scan_id = x.scan_id""",
+                [scan.gate_id for scan in stale],
+                [scan.scan_id for scan in stale],
+            )
+        answers = []
+        for scan, change in items:
+            if (scan.gate_id, scan.scan_id) not in inserted:
+                answers.append(outcome.Value(None))
+            elif change is None:
+                answers.append(outcome.Value(0))
+            elif change.ticket_id in versions:
+                answers.append(outcome.Value(versions[change.ticket_id]))
+            else:
+                answers.append(
+                    outcome.Error(StaleTicket(f"ticket {change.ticket_id} changed elsewhere"))
+                )
+        return answers
+
+
+class PassageWriter:
+    """Bulk writer of passages: one statement per batch.
+
+    Items are ``(gate_id, scan_id, passed, at)``; each answers like
+    :func:`record_passage`.
+    """
+
+    async def write_many(self, conn: asyncpg.Connection, items: list) -> list:
+        """Write the batch's passages."""
+        gate_ids, scan_ids, passed, ats = (list(column) for column in zip(*items, strict=True))
+        rows = await conn.fetch(
+            """UPDATE scans s SET passed = c.passed, passed_at = c.at
+                 FROM unnest($1::text[], $2::text[], $3::bool[], $4::timestamptz[])
+                      AS c(gate_id, scan_id, passed, at)
+                WHERE s.gate_id = c.gate_id AND s.scan_id = c.scan_id AND s.granted
+                  AND s.passed IS NULL
+               RETURNING s.gate_id, s.scan_id, s.zone, s.direction""",
+            gate_ids,
+            scan_ids,
+            passed,
+            ats,
+        )
+        settled = {(r["gate_id"], r["scan_id"]): (r["zone"], r["direction"]) for r in rows}
+        return [outcome.Value(settled.get((item[0], item[1]))) for item in items]
+
+
+#: the writers the actors share (one each, so a batch groups their items)
+SCAN_WRITER = ScanWriter()
+PASSAGE_WRITER = PassageWriter()
