@@ -53,6 +53,40 @@ def add_device(data_dir: Path, device_id: str, role: str, *, dsn: str | None = N
     return done.stdout.strip().splitlines()[-1]
 
 
+def embedded_dsn(data_dir: Path) -> str:
+    """The DSN of the embedded cluster a server runs in ``data_dir`` (unix socket)."""
+    return f"postgresql://postgres:@/postgres?host={Path(data_dir) / 'postgres'}"
+
+
+def register_devices(dsn: str, devices: Mapping[str, str]) -> dict[str, str]:
+    """Register (or give new tokens to) ``devices`` ({id: role}); returns their tokens.
+
+    One connection for all of them: a load test may need hundreds of devices.
+    """
+    import asyncio
+
+    import asyncpg
+
+    from server.auth import hash_token, new_token
+
+    tokens = {device: new_token() for device in devices}
+
+    async def register() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.executemany(
+                """INSERT INTO devices (device_id, role, token_hash) VALUES ($1, $2, $3)
+                   ON CONFLICT (device_id) DO UPDATE SET token_hash = $3, revoked_at = NULL
+                    WHERE devices.role = $2""",
+                [(d, role, hash_token(tokens[d])) for d, role in devices.items()],
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(register())
+    return tokens
+
+
 @contextmanager
 def local_server(
     devices: Mapping[str, str],
@@ -60,20 +94,32 @@ def local_server(
     extra_args: tuple[str, ...] = (),
     env: Mapping[str, str] | None = None,
     start_timeout_s: float = 120.0,
+    catalog: str | None = None,
 ) -> Iterator[LocalServer]:
     """Run a fresh server with ``devices`` ({id: role}) registered; yield where it is.
 
     The server starts first on an empty data directory, so ``seconds_to_listen``
-    is a true cold start (initdb included); the devices are added afterwards
-    through the CLI, which shares the running embedded cluster.
+    is a true cold start (initdb included); the devices are registered
+    afterwards, straight into its database.
 
     Raises ``RuntimeError`` with the server's last log lines if it does not
-    listen within ``start_timeout_s``.
+    listen within ``start_timeout_s``. ``catalog`` (TOML text) is put on sale
+    first (then the cold start is not a true one).
     """
     data_dir = Path(tempfile.mkdtemp(prefix="scenic-bench-"))
     process = None
     try:
         log_path = data_dir / "server.log"
+        if catalog is not None:  # on sale before the server starts
+            (data_dir / "catalog.toml").write_text(catalog, encoding="utf-8")
+            subprocess.run(
+                scenic_command(
+                    "catalog", "load", str(data_dir / "catalog.toml"), "--data-dir", str(data_dir)
+                ),
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
         started = time.perf_counter()
         with open(log_path, "w") as log_file:
             process = subprocess.Popen(
@@ -84,7 +130,7 @@ def local_server(
             )
         url = wait_for_listening(log_path, process, started + start_timeout_s)
         seconds_to_listen = time.perf_counter() - started
-        tokens = {device: add_device(data_dir, device, role) for device, role in devices.items()}
+        tokens = register_devices(embedded_dsn(data_dir), devices)
         yield LocalServer(url, data_dir, tokens, seconds_to_listen, process.pid)
     finally:
         if process is not None:

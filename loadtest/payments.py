@@ -36,6 +36,7 @@ from clients.client import Client, connect
 from loadtest.local_server import LocalServer, local_server, scenic_command
 from server.channels.keys import load_or_create_channel_keys
 from server.channels.signing import signed
+from server.selling import demo_catalog_source
 
 
 def percentile_ms(latencies: list[float], fraction: float) -> float:
@@ -147,6 +148,14 @@ async def run_bench(server: LocalServer, args: argparse.Namespace) -> bool:
         f"p50 {percentile_ms(latencies, 0.50):.1f} ms  p99 {percentile_ms(latencies, 0.99):.1f} ms"
         f"  errors {errors}"
     )
+    args.figures = {
+        "rate_per_s": len(latencies) / seconds,
+        "seconds": seconds,
+        "p50_ms": percentile_ms(latencies, 0.5),
+        "p99_ms": percentile_ms(latencies, 0.99),
+        "errors": errors,
+        "duplicates": duplicates,
+    }
     return errors == 0
 
 
@@ -157,7 +166,12 @@ async def _open(url: str, device: str, token: str, task_status=trio.TASK_STATUS_
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse the command line, run the benchmark and the audit, print the figures."""
+    """Parse the command line, run the benchmark, print the figures; the exit status."""
+    return measure(argv)[0]
+
+
+def measure(argv: list[str] | None = None) -> tuple[int, dict]:
+    """Run the benchmark and the audit as ``argv`` says: (exit status, figures)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=4000)
     parser.add_argument("--duplicates", type=float, default=0.3, help="share replayed")
@@ -167,7 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     devices = {f"bench-kiosk-{n}": "kiosk" for n in range(args.kiosks)}
     devices |= {f"bench-gw-{n}": "channel" for n in range(args.connections)}
-    with local_server(devices, extra_args=("--demo",)) as server:
+    catalog = demo_catalog_source().replace(
+        "daily = 20000", f"daily = {max(20000, args.orders * 2 + 1000)}"
+    )
+    with local_server(devices, catalog=catalog) as server:
         ok = trio.run(run_bench, server, args)
         audit = subprocess.run(
             scenic_command("audit", "--data-dir", str(server.data_dir)),
@@ -176,10 +193,11 @@ def main(argv: list[str] | None = None) -> int:
             timeout=300,
         )
         print(audit.stdout.strip().splitlines()[-1] if audit.stdout else audit.stderr)
+        args.figures["audit_ok"] = audit.returncode == 0
         if audit.returncode != 0:
             print(audit.stdout, file=sys.stderr)
-            return 1
-    return 0 if ok else 1
+            return 1, args.figures
+    return (0 if ok else 1), args.figures
 
 
 if __name__ == "__main__":

@@ -114,6 +114,29 @@ CHECKS = (
             order by o.order_id limit 100""",
     ),
     AuditCheck(
+        "tickets_within_entitlement",
+        "no ticket was admitted more often than it entitles",
+        """select t.ticket_id, t.entries_allowed, count(*) as admitted
+             from tickets t join scans s on s.ticket_id = t.ticket_id
+            where s.consumed and s.passed is distinct from false
+              and t.entries_allowed is not null
+            group by t.ticket_id, t.entries_allowed
+           having count(*) > t.entries_allowed
+            order by t.ticket_id limit 100""",
+    ),
+    AuditCheck(
+        "ticket_use_matches_scans",
+        "each ticket's entries used equal its admissions recorded by the gates",
+        """select t.ticket_id, t.entries_used,
+                  (select count(*) from scans s where s.ticket_id = t.ticket_id and s.consumed
+                      and s.passed is distinct from false) as admitted
+             from tickets t
+            where t.entries_used <> (select count(*) from scans s
+                                      where s.ticket_id = t.ticket_id and s.consumed
+                                        and s.passed is distinct from false)
+            order by t.ticket_id limit 100""",
+    ),
+    AuditCheck(
         "capacity_matches_orders",
         "capacity reserved equals the tickets of pending and paid orders",
         """with held as (

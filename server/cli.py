@@ -25,6 +25,7 @@ import attrs
 import trio
 
 from devices.cli import add_gate_parsers
+from loadtest.cli import add_loadtest_parser
 from server.audit import run_audit
 from server.auth import hash_token, new_token
 from server.catalog.model import parse_catalog
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_channel_sim_parser(commands)
     add_gate_parsers(commands)
+    add_loadtest_parser(commands)
 
     device = commands.add_parser("device", help="manage devices").add_subparsers(
         dest="device_command", required=True

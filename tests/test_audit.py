@@ -130,3 +130,24 @@ def test_scenic_audit_exits_non_zero_naming_the_offenders(dsn):
     assert broken.returncode == 1
     assert "FAIL ledger_transactions_balance" in broken.stdout
     assert "'txn_id': 9" in broken.stdout
+
+
+async def test_an_over_admitted_ticket_is_caught(db):
+    await plant_order(db, "O-gate")
+    await db.execute(
+        """INSERT INTO tickets (ticket_id, order_id, product_id, visit_date, entries_allowed,
+                                price_fen, status, issued_at, entries_used)
+           VALUES ('T-over', 'O-gate', 'adult', '2026-10-01', 1, 12000, 'valid', now(), 1)"""
+    )
+    for scan_id in ("s1", "s2"):  # two admissions recorded for a single-entry ticket
+        await db.execute(
+            """INSERT INTO scans (gate_id, scan_id, ticket_id, zone, direction, at, recorded_at,
+                                  granted, reason, entries_left, consumed)
+               VALUES ('G1', $1, 'T-over', 'main', 'entry', now(), now(), true, 'ok', 0, true)""",
+            scan_id,
+        )
+    broken = await failing(db)
+    assert broken["tickets_within_entitlement"] == (
+        {"ticket_id": "T-over", "entries_allowed": 1, "admitted": 2},
+    )
+    assert broken["ticket_use_matches_scans"][0]["admitted"] == 2

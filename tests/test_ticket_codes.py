@@ -120,3 +120,13 @@ def test_changing_any_one_character_is_caught_somewhere(position, char):
 def test_parse_code_exposes_the_fields():
     parsed = parse_code(make_code(ADULT, K1))
     assert parsed.key_id == "k1" and parsed.entitlement == ADULT
+
+
+def test_every_spelling_of_the_last_signature_character_but_one_is_forged():
+    code = make_code(ADULT, K1)
+    for char in "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567":
+        changed = code[:-1] + char
+        if changed == code:
+            continue
+        with pytest.raises(ForgedCode):
+            verify_offline(changed, PUBLIC)

@@ -175,6 +175,9 @@ def verify_offline(code: str, public_keys: Mapping[str, bytes]) -> Entitlement:
         raise ForgedCode("the code was made with a key this site does not accept")
     try:
         signature = base64.b32decode(parsed.signature + "=" * (-len(parsed.signature) % 8))
+        if base64.b32encode(signature).decode("ascii").rstrip("=") != parsed.signature:
+            # the last character carries 3 spare bits: only the canonical spelling counts
+            raise ValueError("not the canonical encoding of a signature")
         Ed25519PublicKey.from_public_bytes(public).verify(
             signature, _signed_bytes(parsed.entitlement, parsed.key_id)
         )

@@ -1,0 +1,88 @@
+"""The load test's audit: the server's money and entry invariants, and every acknowledgement.
+
+After a run, against the server's database: every check of ``scenic audit``
+(no order collected twice, each duplicate refunded or its refund pending in
+the outbox, the ledger balanced, no ticket admitted beyond its entitlement,
+...), plus what only the load generator knows: every order the server
+acknowledged exists, every order it announced as paid is paid, and every
+scan it granted is recorded as granted. A failure names the offending rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import asyncpg
+
+from server.audit import run_audit
+
+
+async def audit_run(
+    dsn: str,
+    acknowledged_orders: Iterable[str],
+    paid_orders: Iterable[str],
+    granted_scans: Iterable[tuple[str, str]],
+) -> dict:
+    """Run every check; ``{"ok": bool, "checks": [{name, promise, ok, offenders}]}``."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        checks = [
+            {
+                "name": result.check.name,
+                "promise": result.check.promise,
+                "ok": result.ok,
+                "offenders": list(result.offenders),
+            }
+            for result in await run_audit(conn)
+        ]
+        orders = sorted(set(acknowledged_orders))
+        found = {
+            row["order_id"]
+            for row in await conn.fetch(
+                "SELECT order_id FROM orders WHERE order_id = any($1::text[])", orders
+            )
+        }
+        missing = [{"order_id": o} for o in orders if o not in found][:100]
+        checks.append(
+            {
+                "name": "acknowledged_orders_recorded",
+                "promise": f"each order the server acknowledged ({len(orders)}) is in the database",
+                "ok": not missing,
+                "offenders": missing,
+            }
+        )
+        paid = sorted(set(paid_orders))
+        rows = await conn.fetch(
+            "SELECT order_id, status FROM orders WHERE order_id = any($1::text[])", paid
+        )
+        status = {row["order_id"]: row["status"] for row in rows}
+        unpaid = [{"order_id": o, "status": status.get(o)} for o in paid if status.get(o) != "paid"]
+        checks.append(
+            {
+                "name": "announced_payments_recorded",
+                "promise": f"each order announced as paid ({len(paid)}) is paid in the database",
+                "ok": not unpaid,
+                "offenders": unpaid[:100],
+            }
+        )
+        grants = sorted(set(granted_scans))
+        rows = await conn.fetch(
+            """SELECT g.gate_id, g.scan_id
+                 FROM unnest($1::text[], $2::text[]) AS g(gate_id, scan_id)
+                WHERE NOT EXISTS (SELECT 1 FROM scans s WHERE s.gate_id = g.gate_id
+                                    AND s.scan_id = g.scan_id AND s.granted)
+                LIMIT 100""",
+            [g for g, _ in grants],
+            [s for _, s in grants],
+        )
+        checks.append(
+            {
+                "name": "acknowledged_grants_recorded",
+                "promise": f"every scan the server granted ({len(grants)}) is recorded as granted",
+                "ok": not rows,
+                "offenders": [dict(row) for row in rows],
+            }
+        )
+    finally:
+        await conn.close()
+    return {"ok": all(check["ok"] for check in checks), "checks": checks}

@@ -1,0 +1,337 @@
+"""``scenic loadtest``: run a profile against a server, watch it live, report, audit.
+
+Either it starts everything itself on loopback (a fresh ``scenic serve``
+with its own embedded PostgreSQL and a catalog sized for the run, and a
+``scenic channel-sim`` process standing in for WeChat Pay and Alipay, with
+the profile's duplicates and delays), or it targets a running server
+(``--server URL --dsn DSN``, and ``--channel-sim-url`` if that server uses a
+channel-sim process; otherwise visitors pay through its in-process
+simulator). The devices it needs are registered in the server's database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import attrs
+import trio
+
+from clients.client import connect
+from loadtest.audit import audit_run
+from loadtest.local_server import (
+    embedded_dsn,
+    register_devices,
+    scenic_command,
+    stop_process,
+    wait_for_listening,
+)
+from loadtest.metrics import Recorder
+from loadtest.profile import Profile
+from loadtest.progress import show_progress
+from loadtest.report import write_report
+from loadtest.scenario import Scenario, expected_sales
+from server.channels.keys import load_or_create_channel_keys
+from server.channels.remote import RemoteChannel
+from server.selling import demo_catalog_source
+
+KINDS = (
+    "order.create",
+    "payment.start",
+    "channel.pay",
+    "payment.confirmed",
+    "payment.record",
+    "order.refund",
+    "ticket.scan",
+    "gate.passage",
+)
+
+
+@attrs.frozen
+class Target:
+    """The server under test and how to reach its parts."""
+
+    url: str
+    dsn: str
+    tokens: dict[str, str]
+    channel_sim_url: str | None
+    keys_path: Path | None
+
+
+def device_plan(profile: Profile) -> dict[str, str]:
+    """The devices a profile needs, by id and role."""
+    devices = {f"lt-kiosk-{n:02d}": "kiosk" for n in range(profile.kiosks)}
+    devices |= {f"lt-counter-{n:02d}": "counter" for n in range(profile.counters)}
+    devices |= {f"G-LT-{n:02d}": "gate" for n in range(profile.gates)}
+    devices |= {"lt-channel": "channel"}
+    return devices
+
+
+def run_catalog(profile: Profile) -> str:
+    """The demo park with capacity enough for every ticket the run may sell."""
+    most = expected_sales(profile) * profile.tickets_per_order[1] * 3 + 1000
+    text = demo_catalog_source()
+    return text.replace("daily = 20000", f"daily = {max(most, 20000)}", 1)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def own_target(profile: Profile, workdir: Path) -> Iterator[Target]:
+    """A fresh server and channel simulator on loopback, stopped (by their pids) on exit."""
+    data_dir = workdir / "data"
+    data_dir.mkdir(parents=True)
+    processes: list[subprocess.Popen] = []
+    env = {**os.environ, "SCENIC_ORDER_TTL_S": str(profile.order_ttl_s)}
+    catalog = workdir / "catalog.toml"
+    catalog.write_text(run_catalog(profile), encoding="utf-8")
+    try:
+        subprocess.run(
+            scenic_command("catalog", "load", str(catalog), "--data-dir", str(data_dir)),
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        sim_port = _free_port()
+        sim_url = f"ws://127.0.0.1:{sim_port}"
+        server_log = workdir / "server.log"
+        with open(server_log, "w") as log_file:
+            processes.append(
+                subprocess.Popen(
+                    scenic_command(
+                        "serve",
+                        "--data-dir",
+                        str(data_dir),
+                        "--port",
+                        "0",
+                        "--channel-sim-url",
+                        sim_url,
+                    ),
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                )
+            )
+        url = _listening(server_log, processes[-1], "server.listening")
+        dsn = embedded_dsn(data_dir)
+        tokens = register_devices(dsn, device_plan(profile))
+        sim_log = workdir / "channel-sim.log"
+        with open(sim_log, "w") as log_file:
+            processes.append(
+                subprocess.Popen(
+                    scenic_command(
+                        "channel-sim",
+                        "--server",
+                        url,
+                        "--device",
+                        "lt-channel",
+                        "--token",
+                        tokens["lt-channel"],
+                        "--listen-port",
+                        str(sim_port),
+                        "--keys",
+                        str(data_dir / "channel_keys.json"),
+                        "--duplicate-rate",
+                        str(profile.duplicate_rate),
+                        "--max-delay-s",
+                        str(profile.max_delay_s),
+                        "--seed",
+                        str(profile.seed),
+                    ),
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                )
+            )
+        _listening(sim_log, processes[-1], "channel_sim.listening")
+        yield Target(url, dsn, tokens, sim_url, data_dir / "channel_keys.json")
+    finally:
+        for process in reversed(processes):
+            stop_process(process)
+
+
+def _listening(log_path: Path, process: subprocess.Popen, event: str) -> str:
+    if event == "server.listening":
+        return wait_for_listening(log_path, process, time.perf_counter() + 120)
+    deadline = time.perf_counter() + 60
+    while time.perf_counter() < deadline:
+        for line in log_path.read_text().splitlines():
+            if f'"{event}"' in line:
+                return json.loads(line).get("url", "")
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise RuntimeError(f"{event} never came:\n" + log_path.read_text()[-2000:])
+
+
+def external_target(
+    profile: Profile, url: str, dsn: str, channel_sim_url: str | None, keys_path: Path | None
+) -> Target:
+    """A running server: its devices for this run are registered through ``dsn``."""
+    return Target(url, dsn, register_devices(dsn, device_plan(profile)), channel_sim_url, keys_path)
+
+
+async def drive(profile: Profile, target: Target, *, progress: bool = True) -> tuple[dict, dict]:
+    """Run the scenario against ``target``; returns (metrics summary, audit)."""
+    recorder = Recorder(KINDS)
+    tokens = target.tokens
+    async with trio.open_nursery() as nursery:
+
+        async def opened(device: str):
+            return await nursery.start(_client, target.url, device, tokens[device])
+
+        kiosks = [await opened(d) for d in sorted(tokens) if d.startswith("lt-kiosk")]
+        counters = [await opened(d) for d in sorted(tokens) if d.startswith("lt-counter")]
+        gates = [(d, await opened(d)) for d in sorted(tokens) if d.startswith("G-LT")]
+        pay = await _payer(nursery, target, kiosks)
+        scenario = Scenario(profile, recorder, kiosks, counters, gates, pay)
+        recorder.started()
+        if progress:
+            nursery.start_soon(show_progress, recorder, profile.duration_s)
+        await scenario.run()
+        await _settle_outbox(target.dsn)
+        nursery.cancel_scope.cancel()
+    world = scenario.world
+    audit = await trio.to_thread.run_sync(  # asyncpg wants asyncio: its own loop, in a thread
+        lambda: asyncio.run(
+            audit_run(target.dsn, world.acknowledged_orders, world.paid_orders, world.granted_scans)
+        )
+    )
+    return recorder.summary(), audit
+
+
+async def _client(url: str, device: str, token: str, task_status=trio.TASK_STATUS_IGNORED):
+    async with connect(url, device, token) as client:
+        task_status.started(client)
+        await trio.sleep_forever()
+
+
+async def _payer(nursery: trio.Nursery, target: Target, kiosks):
+    """How a visitor pays: through the channel-sim's API, or the server's ``sim.pay``."""
+    if target.channel_sim_url:
+        keys = load_or_create_channel_keys(target.keys_path) if target.keys_path else {}
+        channels = {}
+        for name in ("wechat", "alipay"):
+            channels[name] = await nursery.start(
+                _remote, name, target.channel_sim_url, keys.get(name, b"")
+            )
+
+        async def pay(channel: str, out_trade_no: str) -> dict:
+            return await channels[channel].pay(out_trade_no)
+
+        return pay
+
+    async def pay_in_process(channel: str, out_trade_no: str) -> dict:
+        return await kiosks[0].request("sim.pay", channel=channel, out_trade_no=out_trade_no)
+
+    return pay_in_process
+
+
+async def _remote(name: str, url: str, key: bytes, task_status=trio.TASK_STATUS_IGNORED):
+    async with RemoteChannel(name, url, key) as channel:
+        task_status.started(channel)
+        await trio.sleep_forever()
+
+
+async def _settle_outbox(dsn: str, timeout_s: float = 30.0) -> None:
+    """Give refunds already decided a bounded time to reach their channels."""
+    deadline = trio.current_time() + timeout_s
+    while trio.current_time() < deadline:
+        if await trio.to_thread.run_sync(_outbox_pending, dsn) == 0:
+            return
+        await trio.sleep(0.5)
+
+
+def _outbox_pending(dsn: str) -> int:
+    import asyncio
+
+    import asyncpg
+
+    async def count() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await conn.fetchval("SELECT count(*) FROM outbox WHERE done_at IS NULL")
+        finally:
+            await conn.close()
+
+    return asyncio.run(count())
+
+
+def run_profile(
+    profile: Profile,
+    out_dir: Path,
+    *,
+    server: str | None = None,
+    dsn: str | None = None,
+    channel_sim_url: str | None = None,
+    keys_path: Path | None = None,
+    progress: bool = True,
+) -> bool:
+    """Run ``profile`` (on its own loopback server unless ``server``); write the report.
+
+    Returns True when the audit holds.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="scenic-loadtest-"))
+    began = time.time()
+    try:
+        if server is not None:
+            if dsn is None:
+                raise ValueError("--server needs --dsn (the audit reads the database)")
+            target = external_target(profile, server, dsn, channel_sim_url, keys_path)
+            summary, audit = trio.run(drive, profile, target, progress)
+        else:
+            with own_target(profile, workdir) as target:
+                summary, audit = trio.run(lambda: drive(profile, target, progress=progress))
+        meta = {
+            "profile": profile.name,
+            "description": profile.description,
+            "duration_s": profile.duration_s,
+            "server": server or "own (loopback, embedded PostgreSQL)",
+            "started_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(began)),
+            "wall_s": round(time.time() - began, 1),
+        }
+        paths = write_report(
+            out_dir,
+            title=f"scenic loadtest: {profile.name}",
+            summary=summary,
+            audit=audit,
+            meta=meta,
+        )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(_headline(summary, audit), file=sys.stderr)
+    for check in audit["checks"]:
+        if not check["ok"]:
+            print(f"AUDIT FAIL {check['name']}: {check['promise']}", file=sys.stderr)
+            for row in check["offenders"][:20]:
+                print(f"    {row}", file=sys.stderr)
+    print(f"report: {paths['report.md']}", file=sys.stderr)
+    return bool(audit["ok"])
+
+
+def _headline(summary: dict, audit: dict) -> str:
+    parts = []
+    for kind in ("ticket.scan", "payment.confirmed", "order.create"):
+        figures = summary["kinds"].get(kind)
+        if figures and figures["count"] and figures["p99_ms"] is not None:
+            parts.append(
+                f"{kind} {figures['rate_per_s']:,.0f}/s p99 {figures['p99_ms']:.0f} ms"
+                f" ({figures['errors']} errors)"
+            )
+    held = sum(c["ok"] for c in audit["checks"])
+    parts.append(f"audit {held}/{len(audit['checks'])} hold")
+    return "; ".join(parts)
