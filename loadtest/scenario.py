@@ -128,10 +128,11 @@ class Scenario:
     async def _bounded(self, limit: trio.CapacityLimiter, borrower, at: float, start) -> None:
         try:
             await start(at)
-        except RemoteError as exc:
-            self.recorder.count(f"error.{exc.code}")
-        except Exception as exc:  # a lost connection, a timeout: counted, the run goes on
-            self.recorder.count(f"error.{type(exc).__name__}")
+        except Exception as exc:  # a refusal, a lost connection: counted, the run goes on
+            while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+                exc = exc.exceptions[0]  # a double tap's two requests fail together
+            name = exc.code if isinstance(exc, RemoteError) else type(exc).__name__
+            self.recorder.count(f"error.{name}")
         finally:
             limit.release_on_behalf_of(borrower)
 
