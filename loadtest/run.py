@@ -292,7 +292,7 @@ def run_profile(
             if dsn is None:
                 raise ValueError("--server needs --dsn (the audit reads the database)")
             target = external_target(profile, server, dsn, channel_sim_url, keys_path)
-            summary, audit = trio.run(drive, profile, target, progress)
+            summary, audit = trio.run(lambda: drive(profile, target, progress=progress))
         else:
             with own_target(profile, workdir) as target:
                 summary, audit = trio.run(lambda: drive(profile, target, progress=progress))

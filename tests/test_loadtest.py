@@ -57,3 +57,19 @@ def test_the_smoke_profile_runs_on_its_own_server_and_its_audit_holds(tmp_path):
     }
     assert (tmp_path / "throughput.png").read_bytes().startswith(b"\x89PNG")
     assert "scenic loadtest: smoke" in (tmp_path / "report.md").read_text()
+
+
+async def test_the_smoke_profile_drives_a_running_server_through_its_dsn(dsn, db, tmp_path):
+    import trio
+
+    from tests.helpers import running_server
+
+    profile = attrs.evolve(load_profile("smoke"), duration_s=4, order_ttl_s=900, pay_late=0)
+    async with running_server(dsn, db, {}) as server:
+        ok = await trio.to_thread.run_sync(
+            lambda: run_profile(profile, tmp_path, server=server.url, dsn=dsn, progress=False)
+        )
+    assert ok
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["summary"]["kinds"]["payment.confirmed"]["count"] > 0
+    assert await db.fetchval("SELECT count(*) FROM devices WHERE device_id LIKE 'G-LT-%'") == 4
