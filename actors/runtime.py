@@ -14,7 +14,8 @@ An actor is anything with ``async load()`` (read its state from storage) and
 - any other exception is a crash: the asker gets ``internal``, the crash is
   logged, and the actor is replaced by a fresh instance that loads its state
   again before the next message (the server and other actors go on);
-- an actor idle for ``idle_after_s`` is passivated (dropped from memory) and
+- an actor idle for ``idle_after_s`` (or its kind's own time in
+  ``idle_by_kind``) is passivated (dropped from memory) and
   comes back, loaded from storage, on its next message.
 
 On shutdown the registry stops taking asks, lets each actor finish the
@@ -100,11 +101,13 @@ class Registry:
         nursery: trio.Nursery,
         mailbox_size: int,
         idle_after_s: float,
+        idle_by_kind: Mapping[str, float] | None = None,
     ) -> None:
         self._factories = dict(factories)
         self._nursery = nursery
         self._mailbox_size = mailbox_size
         self._idle_after_s = idle_after_s
+        self._idle_by_kind = dict(idle_by_kind or {})
         self._cells: dict[ActorKey, _Cell] = {}
         self._closing = False
         self._spawned = 0
@@ -212,7 +215,7 @@ class Registry:
                 letter.done.set()
 
     async def _next_letter(self, cell: _Cell) -> _Letter | None:
-        with trio.move_on_after(self._idle_after_s):
+        with trio.move_on_after(self._idle_by_kind.get(cell.key[0], self._idle_after_s)):
             try:
                 return await cell.receive.receive()
             except trio.EndOfChannel:
@@ -268,6 +271,7 @@ async def open_registry(
     mailbox_size: int,
     idle_after_s: float,
     drain_timeout_s: float,
+    idle_by_kind: Mapping[str, float] | None = None,
 ) -> AsyncIterator[Registry]:
     """A registry whose actors live in a nursery owned by this context.
 
@@ -275,7 +279,7 @@ async def open_registry(
     ``drain_timeout_s``, then whatever is left is cancelled.
     """
     async with trio.open_nursery() as nursery:
-        registry = Registry(factories, nursery, mailbox_size, idle_after_s)
+        registry = Registry(factories, nursery, mailbox_size, idle_after_s, idle_by_kind)
         try:
             yield registry
         finally:

@@ -252,6 +252,14 @@ async def write_events(
     ``CheckViolationError`` when a date is sold out, ``UniqueViolationError``
     when a constraint says the change already happened elsewhere.
     """
+    if (
+        before is not None
+        and len(events) == 2
+        and isinstance(events[0], PaymentCaptured)
+        and isinstance(events[1], TicketsIssued)
+    ):
+        await _write_capture(conn, before, events[0], events[1])
+        return
     if before is not None:
         bumped = await conn.execute(
             "update orders set version = version + 1 where order_id = $1 and version = $2",
@@ -373,6 +381,72 @@ async def _write_event(
         )
     else:
         raise TypeError(f"no SQL for {event!r}")
+
+
+async def _write_capture(
+    conn: asyncpg.Connection, before: Order, captured: PaymentCaptured, issued: TicketsIssued
+) -> None:
+    """The hot path, in one round trip: a payment captures its order and issues tickets.
+
+    The version check, the confirmation, its attempt, the order, the tickets
+    and the balanced ledger postings are one statement; every part depends
+    on the version check, so a stale order changes nothing (and raises
+    :class:`StaleOrder`).
+    """
+    postings = postings_for(before, captured)
+    tickets = issued.tickets
+    done = await conn.fetchval(
+        """with v as (
+             update orders set version = version + 1, status = 'paid', paid_at = $7
+              where order_id = $4 and version = $8 and status = 'pending'
+             returning 1),
+           confirmed as (
+             insert into payment_confirmations (channel, channel_txn_id, out_trade_no, order_id,
+                                                amount_fen, paid_at, received_at, captured)
+             select $1, $2, $3, $4, $5, $6, $7, true where exists (select 1 from v)),
+           attempt as (
+             update payments set state = 'captured'
+              where out_trade_no = $3 and exists (select 1 from v)),
+           issued as (
+             insert into tickets (ticket_id, order_id, product_id, visit_date, slot,
+                                  entries_allowed, price_fen, status, issued_at, code)
+             select x.ticket_id, $4, x.product_id, x.visit_date, x.slot, x.entries_allowed,
+                    x.price_fen, 'valid', $9, x.code
+               from unnest($10::text[], $11::text[], $12::date[], $13::text[], $14::int[],
+                           $15::bigint[], $16::text[])
+                    as x(ticket_id, product_id, visit_date, slot, entries_allowed, price_fen, code)
+              where exists (select 1 from v)),
+           txn as (
+             insert into ledger_transactions (order_id, memo, at)
+             select $4, $17, $7 where exists (select 1 from v)
+             returning txn_id),
+           posted as (
+             insert into ledger_entries (txn_id, account, amount_fen)
+             select txn.txn_id, entry.account, entry.amount_fen
+               from txn, unnest($18::text[], $19::bigint[]) as entry(account, amount_fen))
+           select exists (select 1 from v)""",
+        captured.channel,
+        captured.channel_txn_id,
+        captured.out_trade_no,
+        captured.order_id,
+        captured.amount_fen,
+        captured.paid_at,
+        captured.at,
+        before.version,
+        issued.at,
+        [t.ticket_id for t in tickets],
+        [t.product_id for t in tickets],
+        [t.visit_date for t in tickets],
+        [t.slot for t in tickets],
+        [t.entries_allowed for t in tickets],
+        [t.price_fen for t in tickets],
+        [t.code for t in tickets],
+        postings[0].memo,
+        [p.account for p in postings],
+        [p.amount_fen for p in postings],
+    )
+    if not done:
+        raise StaleOrder(f"order {before.order_id} changed since version {before.version}")
 
 
 def _ticket_row(order_id: str, ticket: IssuedTicket, at: datetime) -> tuple:
