@@ -1,7 +1,9 @@
 """The server process: storage, actors, the websocket listener, graceful shutdown.
 
 :func:`run_server` brings the pieces up in order (embedded PostgreSQL if no
-DSN, the pool, migrations, group commit, the actor registry, the listener),
+DSN, the pool, migrations, group commit, the site: catalog, ticket keys,
+payment channels and warm tickets, the actor registry, the selling and gate
+workers, the listener),
 reports where it listens through ``task_status``, serves until ``shutdown`` is
 set, then takes them down in reverse: stop accepting, let in-flight requests
 finish within ``shutdown_grace_s``, drain the actors, close the pool, stop the
