@@ -13,6 +13,7 @@ embedded cluster.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, date, datetime
 
@@ -21,6 +22,7 @@ import trio
 from trio_websocket import WebSocketRequest, WebSocketServer
 
 from actors.runtime import ActorFactory, Registry, open_registry
+from server import fanout
 from server.auth import token_matches
 from server.catalog.model import Catalog
 from server.config import ServerConfig
@@ -116,6 +118,8 @@ class Services:
     gates: GateDesk | None = None
     #: runs fire-and-forget work (event pushes) in the server's background nursery
     spawn: Callable[..., None] | None = None
+    #: tells this server's notices to the others from theirs (server/fanout.py)
+    instance_id: str = attrs.field(factory=lambda: secrets.token_hex(6))
     #: out_trade_no -> order id of payments started by this process, oldest first
     payment_orders: dict[str, str] = attrs.field(factory=dict)
     shutting_down: bool = False
@@ -150,11 +154,27 @@ class Services:
             order_id = await self.db.run(order_queries.order_of_payment, out_trade_no)
         return order_id
 
-    def push_to_device(self, device_id: str, event: str, data: dict) -> None:
-        """Send ``event`` to every open connection of ``device_id``, without waiting."""
-        for session in self.sessions.of_device(device_id):
+    def push_to_device(
+        self,
+        device_id: str,
+        event: str,
+        data: dict,
+        *,
+        local: bool = False,
+        notice: dict | None = None,
+    ) -> None:
+        """Send ``event`` to every open connection of ``device_id``, without waiting.
+
+        When the device has no connection here and ``local`` is false, the
+        other server processes sharing the database are told with ``notice``
+        (see :mod:`server.fanout`; without a notice, nothing more is done).
+        """
+        sessions = self.sessions.of_device(device_id)
+        for session in sessions:
             if self.spawn is not None:
                 self.spawn(session.push, event, data)
+        if not sessions and not local and notice is not None:
+            fanout.publish(self, {"kind": event, "device": device_id, **notice})
 
     async def authenticate(self, device_id: str, token: str) -> devices.DeviceRecord:
         """The device ``device_id`` if ``token`` is its current token.
@@ -289,6 +309,7 @@ async def _serve(
 
             background.start_soon(listen)
             background.start_soon(_close_revoked_devices, services)
+            background.start_soon(fanout.listen, services)
             info = ServerInfo(config.host, port, _redact(dsn), embedded)
             log.info(
                 "server.listening",

@@ -21,6 +21,7 @@ import trio
 from actors.gates.actor import GateActor, GateEnvironment, PassageTimedOut, Settlement, settle
 from actors.tickets.actor import TicketActor, TicketEnvironment
 from actors.tickets.rules import GateView, ScanMoment, TicketState
+from server import fanout
 from server.catalog.model import Catalog
 from server.storage import tickets as ticket_queries
 from server.storage.tickets import TicketRecord
@@ -157,9 +158,12 @@ class GateDesk:
         self._timer_changed.set()
 
     def mode_changed(self, gate_id: str, mode: str) -> None:
-        """Keep a gate's new mode and push it to the gate's connections."""
+        """Keep a gate's new mode, push it to the gate, tell the other server processes."""
         self.modes[gate_id] = mode
-        self.services.push_to_device(gate_id, "gate.mode", {"gate": gate_id, "mode": mode})
+        self.services.push_to_device(
+            gate_id, "gate.mode", {"gate": gate_id, "mode": mode}, local=True
+        )
+        fanout.publish(self.services, {"kind": "gate.mode", "gate": gate_id, "mode": mode})
 
     # -- actors --------------------------------------------------------------------
 

@@ -43,6 +43,7 @@ from server.channels.simulator import ChannelSimulator, CounterChannel, Simulate
 from server.config import ServerConfig
 from server.errors import ScenicError
 from server.expiry import ExpiryWatcher
+from server.fanout import order_paid_data, refunded_data
 from server.outbox import OutboxWorker
 from server.storage import site
 from server.storage.tickets import TicketRecord
@@ -188,13 +189,8 @@ async def order_committed(services: Services, outcome: OrderOutcome) -> None:
             services.push_to_device(
                 order.device_id,
                 "order.paid",
-                {
-                    "order": order.order_id,
-                    "out_trade_no": event.out_trade_no,
-                    "channel": event.channel,
-                    "amount_fen": event.amount_fen,
-                    "tickets": [{"ticket": t.ticket_id, "code": t.code} for t in order.tickets],
-                },
+                order_paid_data(order),
+                notice={"order": order.order_id},
             )
         elif isinstance(event, TicketsIssued):
             for ticket in event.tickets:
@@ -215,18 +211,11 @@ async def order_committed(services: Services, outcome: OrderOutcome) -> None:
                     )
                 )
         elif isinstance(event, RefundConfirmed):
-            refund = order.refunds[event.out_refund_no]
             services.push_to_device(
                 order.device_id,
                 "payment.refunded",
-                {
-                    "order": order.order_id,
-                    "out_refund_no": refund.out_refund_no,
-                    "out_trade_no": refund.out_trade_no,
-                    "channel": refund.channel,
-                    "amount_fen": refund.amount_fen,
-                    "reason": refund.reason,
-                },
+                refunded_data(order, event.out_refund_no),
+                notice={"order": order.order_id, "out_refund_no": event.out_refund_no},
             )
         elif isinstance(
             event, DuplicatePaymentRefunding | TicketsRefunding | OrderCancelled | OrderExpired
