@@ -178,13 +178,16 @@ def measure(argv: list[str] | None = None) -> tuple[int, dict]:
     parser.add_argument("--connections", type=int, default=4, help="gateway connections")
     parser.add_argument("--kiosks", type=int, default=4)
     parser.add_argument("--window", type=int, default=64, help="in flight per connection")
+    parser.add_argument("--server-workers", type=int, default=1, help="scenic serve --workers")
     args = parser.parse_args(argv)
     devices = {f"bench-kiosk-{n}": "kiosk" for n in range(args.kiosks)}
     devices |= {f"bench-gw-{n}": "channel" for n in range(args.connections)}
     catalog = demo_catalog_source().replace(
         "daily = 20000", f"daily = {max(20000, args.orders * 2 + 1000)}"
     )
-    with local_server(devices, catalog=catalog) as server:
+    with local_server(
+        devices, catalog=catalog, extra_args=("--workers", str(args.server_workers))
+    ) as server:
         ok = trio.run(run_bench, server, args)
         audit = subprocess.run(
             scenic_command("audit", "--data-dir", str(server.data_dir)),

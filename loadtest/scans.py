@@ -214,11 +214,14 @@ def measure(argv: list[str] | None = None) -> tuple[int, dict]:
     parser.add_argument("--rescans", type=float, default=0.1, help="share scanned again")
     parser.add_argument("--forged", type=float, default=0.05, help="share of forged codes")
     parser.add_argument("--seconds", type=float, help="stop after this long (default: all)")
+    parser.add_argument("--server-workers", type=int, default=1, help="scenic serve --workers")
     args = parser.parse_args(argv)
     devices = {f"G-BENCH-{n:02d}": "gate" for n in range(args.gates)}
     devices |= {"bench-kiosk": "kiosk", "bench-admin": "admin"}
     catalog = demo_catalog_source().replace("daily = 20000", f"daily = {args.tickets + 1000}")
-    with local_server(devices, catalog=catalog) as server:
+    with local_server(
+        devices, catalog=catalog, extra_args=("--workers", str(args.server_workers))
+    ) as server:
         ok = trio.run(run_bench, server, args)
     return (0 if ok else 1), args.figures
 

@@ -293,7 +293,10 @@ async def _serve(
 
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as background:
-            listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+            if config.reuse_port:
+                listeners = [await _reuse_port_listener(config.host, config.port)]
+            else:
+                listeners = await trio.open_tcp_listeners(config.port, host=config.host)
             port = listeners[0].socket.getsockname()[1]
             server = WebSocketServer(
                 handle,
@@ -331,6 +334,21 @@ async def _serve(
         # Connections still in their handshake or before hello are not indexed yet.
         connections.cancel_scope.deadline = trio.current_time() + config.shutdown_grace_s + 2
     return info
+
+
+async def _reuse_port_listener(host: str, port: int) -> trio.SocketListener:
+    """A listener sharing ``port`` with the other workers (the kernel spreads connections)."""
+    family = trio.socket.AF_INET6 if ":" in host else trio.socket.AF_INET
+    sock = trio.socket.socket(family, trio.socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
+        await sock.bind((host, port))
+        sock.listen(1024)
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketListener(sock)
 
 
 async def _close_revoked_devices(services: Services) -> None:

@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="sell the demo park's catalog when no catalog has been loaded",
     )
     serve.add_argument(
+        "--workers",
+        type=int,
+        help="server processes sharing the port and the database (default 1)",
+    )
+    serve.add_argument(
         "--channel-sim-url",
         help="API of a scenic channel-sim process to use for WeChat Pay and Alipay",
     )
@@ -125,7 +130,16 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
     config = ServerConfig.from_env()
     flags = {
         name: getattr(args, name)
-        for name in ("host", "port", "dsn", "data_dir", "log_level", "demo", "channel_sim_url")
+        for name in (
+            "host",
+            "port",
+            "dsn",
+            "data_dir",
+            "log_level",
+            "demo",
+            "channel_sim_url",
+            "workers",
+        )
         if getattr(args, name, None) is not None
     }
     return attrs.evolve(config, **flags)
@@ -152,6 +166,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _serve(config: ServerConfig, args: argparse.Namespace) -> int:
     from server.app import run_server
 
+    if config.workers > 1:
+        from server.workers import serve_workers
+
+        return await serve_workers(config)
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_shutdown_on_signal, shutdown, nursery.cancel_scope)

@@ -63,6 +63,10 @@ class ServerConfig:
     channel_keys: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
     #: seconds the outbox worker sleeps when nothing is due
     outbox_poll_s: float = 1.0
+    #: server processes sharing the port (``scenic serve --workers N``)
+    workers: int = 1
+    #: bind with SO_REUSEPORT, beside the other workers (set by the launcher)
+    reuse_port: bool = False
     db_pool_min: int = 2
     db_pool_max: int = 8
     log_level: str = "INFO"

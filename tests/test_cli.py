@@ -18,10 +18,10 @@ def scenic(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     )
 
 
-def start_server(data_dir, log_path) -> tuple[subprocess.Popen, str]:
+def start_server(data_dir, log_path, *more: str) -> tuple[subprocess.Popen, str]:
     with open(log_path, "a") as log_file:
         process = subprocess.Popen(
-            scenic_command("serve", "--data-dir", str(data_dir), "--port", "0"),
+            scenic_command("serve", "--data-dir", str(data_dir), "--port", "0", *more),
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
@@ -103,3 +103,21 @@ async def test_catalog_load_checks_the_file_and_puts_it_on_sale(dsn, tmp_path):
     assert "Test Valley" in scenic("catalog", "show", "--dsn", dsn).stdout
     missing = scenic("catalog", "load", str(tmp_path / "nope.toml"), "--dsn", dsn, check=False)
     assert missing.returncode == 1 and "cannot read" in missing.stderr
+
+
+async def test_serve_with_two_workers_shares_one_port_and_stops_cleanly(tmp_path):
+    data_dir, log_path = tmp_path / "data", tmp_path / "workers.log"
+    process, url = start_server(data_dir, log_path, "--workers", "2")
+    try:
+        with trio.fail_after(60):
+            while log_path.read_text().count('"server.listening"') < 2:
+                await trio.sleep(0.1)
+        token = add_device(data_dir, "kiosk-01", "kiosk")
+        for _ in range(6):  # the kernel spreads connections over both workers
+            async with connect(url, "kiosk-01", token) as client:
+                assert await client.request("ping") == {}
+    finally:
+        assert stop_process(process) == 0
+    log = log_path.read_text()
+    assert '"workers.stopped"' in log and '"embedded.stopped"' in log
+    assert not (data_dir / "postgres" / "postmaster.pid").exists()

@@ -153,3 +153,18 @@ async def test_writes_submitted_before_close_are_committed(db):
                 nursery.start_soon(committer.submit, write)
             await trio.testing.wait_all_tasks_blocked()
     assert await db.fetchval("SELECT count(*) FROM t") == 5
+
+
+async def test_servers_starting_together_agree_on_the_first_site_key(db):
+    from server.storage import site
+
+    seen = []
+
+    async def start():
+        keys = await db.run(site.ticket_keys)
+        seen.append(tuple(k.key_id for k in keys if k.retired_at is None))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(4):
+            nursery.start_soon(start)
+    assert len(set(seen)) == 1 and len(seen[0]) == 1

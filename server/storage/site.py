@@ -63,6 +63,8 @@ async def store_catalog(
 
 #: NOTIFY channel telling running servers that ``scenic keys`` rotated or retired a key
 KEYS_CHANNEL = "scenic_keys_changed"
+#: advisory lock key serialising the making of the first site key
+KEYS_LOCK = 0x5CE1_1C01
 
 
 @attrs.frozen
@@ -79,19 +81,27 @@ class KeyRow:
 async def ticket_keys(conn: asyncpg.Connection) -> list[KeyRow]:
     """Every site key, oldest first; makes the first one, and missing signing keys, if needed.
 
-    Concurrent starters agree: inserts and fills are keyed and conditional.
+    Servers starting together agree on the first key: it is made under a
+    transaction-scoped advisory lock, after looking again.
     """
     rows = await conn.fetch("SELECT * FROM site_keys ORDER BY created_at, key_id")
-    if not any(row["retired_at"] is None for row in rows):
-        await add_key(conn)
-    for row in rows:
-        if row["signing_key"] is None:
-            await conn.execute(
-                "UPDATE site_keys SET signing_key = $2 WHERE key_id = $1 AND signing_key IS NULL",
-                row["key_id"],
-                _new_signing_key(),
-            )
-    rows = await conn.fetch("SELECT * FROM site_keys ORDER BY created_at, key_id")
+    if not any(row["retired_at"] is None for row in rows) or any(
+        row["signing_key"] is None for row in rows
+    ):
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", KEYS_LOCK)
+            rows = await conn.fetch("SELECT * FROM site_keys ORDER BY created_at, key_id")
+            if not any(row["retired_at"] is None for row in rows):
+                await add_key(conn)
+            for row in rows:
+                if row["signing_key"] is None:
+                    await conn.execute(
+                        "UPDATE site_keys SET signing_key = $2 "
+                        "WHERE key_id = $1 AND signing_key IS NULL",
+                        row["key_id"],
+                        _new_signing_key(),
+                    )
+        rows = await conn.fetch("SELECT * FROM site_keys ORDER BY created_at, key_id")
     return [
         KeyRow(
             r["key_id"],
