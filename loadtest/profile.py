@@ -37,6 +37,7 @@ class Profile:
     pay_both: float
     pay_late: float
     refund_one: float
+    other_day: float
     scans_per_gate_per_s: float
     rescan: float
     forged: float
@@ -132,6 +133,7 @@ def parse_profile(name: str, text: str) -> Profile:
         pay_both=number(sales, "pay_both", "sales", 0.0, **share),
         pay_late=number(sales, "pay_late", "sales", 0.0, **share),
         refund_one=number(sales, "refund_one", "sales", 0.0, **share),
+        other_day=number(sales, "other_day", "sales", 0.0, **share),
         scans_per_gate_per_s=number(scans, "per_gate_per_s", "scans", 1, 0, 100_000),
         rescan=number(scans, "rescan", "scans", 0.0, **share),
         forged=number(scans, "forged", "scans", 0.0, **share),

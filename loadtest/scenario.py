@@ -23,7 +23,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import attrs
@@ -47,6 +47,9 @@ class World:
     used: list[str] = attrs.field(factory=list)  # scanned at least once
     inside: list[str] = attrs.field(factory=list)  # walked in, not out yet
     refunded: list[str] = attrs.field(factory=list)  # refunded at the desk
+    other_day: list[str] = attrs.field(factory=list)  # valid on another day, not today
+    #: orders for another day (their tickets go to ``other_day``, not to the gates' queue)
+    other_day_orders: set[str] = attrs.field(factory=set)
     acknowledged_orders: set[str] = attrs.field(factory=set)
     paid_orders: set[str] = attrs.field(factory=set)
     granted_scans: list[tuple[str, str]] = attrs.field(factory=list)
@@ -81,7 +84,9 @@ class Scenario:
         self.world = World()
         self.rng = random.Random(profile.seed)
         self._numbers = iter(range(1, 10**12))
-        self.today = datetime.now(ZoneInfo("Asia/Shanghai")).date().isoformat()
+        today = datetime.now(ZoneInfo("Asia/Shanghai")).date()
+        self.today = today.isoformat()
+        self.tomorrow = (today + timedelta(days=1)).isoformat()
 
     async def run(self) -> None:
         """Run the whole profile: arrivals for ``duration_s``, then a bounded grace."""
@@ -152,7 +157,14 @@ class Scenario:
         profile, rng = self.profile, self.rng
         n = next(self._numbers)
         quantity = rng.randint(*profile.tickets_per_order)
-        lines = [{"product": "adult", "quantity": quantity, "date": self.today}]
+        other_day = rng.random() < profile.other_day
+        lines = [
+            {
+                "product": "adult",
+                "quantity": quantity,
+                "date": self.tomorrow if other_day else self.today,
+            }
+        ]
         if self.counters and rng.random() < profile.counter_share:
             await self._counter_sale(at, n, lines)
             return
@@ -171,6 +183,8 @@ class Scenario:
             replies = []
             await self._create(kiosk, key, lines, at, replies)
             order = replies[0]
+        if other_day:
+            self.world.other_day_orders.add(order["order"])
         channels = ["wechat", "alipay"]
         rng.shuffle(channels)
         if rng.random() >= profile.pay_both:
@@ -211,6 +225,7 @@ class Scenario:
         replies.append(reply)
 
     async def _counter_sale(self, at: float, n: int, lines) -> None:
+        """A counter sells and takes cash (tickets for another day stay with the visitor)."""
         counter = self.counters[n % len(self.counters)]
         order = await self._timed(
             "order.create",
@@ -220,6 +235,8 @@ class Scenario:
             ),
         )
         self.world.acknowledged_orders.add(order["order"])
+        if lines[0]["date"] != self.today:
+            self.world.other_day_orders.add(order["order"])
         self.world.paying.setdefault(order["order"], trio.current_time())
         self.world.paid_events.setdefault(order["order"], trio.Event())
         times = 2 if self.rng.random() < self.profile.double_tap else 1
@@ -273,7 +290,11 @@ class Scenario:
                 paid_at = self.world.paying.pop(order_id, None)
                 if paid_at is not None:
                     self.recorder.record("payment.confirmed", trio.current_time() - paid_at)
-                self.world.fresh.extend(t["code"] for t in data["tickets"])
+                codes = [t["code"] for t in data["tickets"]]
+                if order_id in self.world.other_day_orders:
+                    self.world.other_day.extend(codes)
+                else:
+                    self.world.fresh.extend(codes)
                 self.world.paid_events.setdefault(order_id, trio.Event()).set()
             elif event == "payment.refunded":
                 self.recorder.count(f"refund.{data['reason']}")
@@ -295,6 +316,8 @@ class Scenario:
             return "rescan", self.rng.choice(world.used), "entry"
         if world.refunded and self.rng.random() < 0.5:
             return "refunded", world.refunded.pop(), "entry"
+        if world.other_day and self.rng.random() < 0.3:
+            return "other_day", self.rng.choice(world.other_day), "entry"
         if world.fresh:
             code = world.fresh.popleft()
             world.used.append(code)
