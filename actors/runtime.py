@@ -15,7 +15,8 @@ An actor is anything with ``async load()`` (read its state from storage) and
   logged, and the actor is replaced by a fresh instance that loads its state
   again before the next message (the server and other actors go on);
 - an actor idle for ``idle_after_s`` (or its kind's own time in
-  ``idle_by_kind``) is passivated (dropped from memory) and
+  ``idle_by_kind``; at once if its ``vacant`` attribute is true, as for an
+  id that names nothing) is passivated (dropped from memory) and
   comes back, loaded from storage, on its next message.
 
 On shutdown the registry stops taking asks, lets each actor finish the
@@ -215,7 +216,10 @@ class Registry:
                 letter.done.set()
 
     async def _next_letter(self, cell: _Cell) -> _Letter | None:
-        with trio.move_on_after(self._idle_by_kind.get(cell.key[0], self._idle_after_s)):
+        idle_s = self._idle_by_kind.get(cell.key[0], self._idle_after_s)
+        if cell.loaded and getattr(cell.actor, "vacant", False):
+            idle_s = 0  # nothing behind this key (an unknown id): do not keep it in memory
+        with trio.move_on_after(idle_s):
             try:
                 return await cell.receive.receive()
             except trio.EndOfChannel:

@@ -231,3 +231,20 @@ async def test_a_kind_may_be_passivated_sooner_than_the_rest(autojump_clock):
         await actors.ask(("brief", "b"), ("add", 1), 10)
         await trio.sleep(10)
         assert actors.is_live(("counter", "a")) and not actors.is_live(("brief", "b"))
+
+
+async def test_a_vacant_actor_leaves_memory_at_once(autojump_clock):
+    class Nobody(Counter):
+        vacant = True
+
+    journal = Journal()
+    async with open_registry(
+        {"nobody": lambda actor_id: Nobody(actor_id, journal)},
+        mailbox_size=8,
+        idle_after_s=300,
+        drain_timeout_s=5,
+    ) as actors:
+        await actors.ask(("nobody", "x"), ("get", None), 10)
+        await trio.sleep(0.001)
+        assert not actors.is_live(("nobody", "x"))
+        assert actors.stats().passivations == 1

@@ -16,7 +16,13 @@ from server.selling import demo_catalog_source
 from server.storage import site
 from tests.helpers import running_server
 
-DEVICES = {"kiosk-1": "kiosk", "counter-1": "counter", "wechat-gw": "channel", "gate-1": "gate"}
+DEVICES = {
+    "kiosk-1": "kiosk",
+    "counter-1": "counter",
+    "wechat-gw": "channel",
+    "gate-1": "gate",
+    "admin-x": "admin",
+}
 
 
 def visit_day(days: int = 1) -> str:
@@ -354,3 +360,17 @@ async def test_the_readme_story_runs(dsn, db, capsys):
     told = capsys.readouterr().out
     assert "was refunded" in told and "is paid; refunds: 1" in told
     await assert_audit_clean(db)
+
+
+async def test_asking_for_orders_that_do_not_exist_leaves_no_actors_behind(dsn, db):
+    async with running_server(dsn, db, DEVICES) as server:
+        async with connect(server.url, "kiosk-1", server.tokens["kiosk-1"]) as kiosk:
+            for n in range(20):
+                with pytest.raises(RemoteError):
+                    await kiosk.request("order.cancel", order=f"O20260101NOSUCH{n:04d}")
+            async with connect(server.url, "admin-x", server.tokens["admin-x"]) as admin:
+                with trio.fail_after(5):
+                    while (await admin.request("server.stats"))["actors"]["live_by_kind"].get(
+                        "order"
+                    ):
+                        await trio.sleep(0.02)

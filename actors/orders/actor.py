@@ -71,6 +71,11 @@ class OrderActor:
         self.env = env
         self.order: Order | None = None
 
+    @property
+    def vacant(self) -> bool:
+        """True when no such order exists: the registry need not keep this actor."""
+        return self.order is None
+
     async def load(self) -> None:
         """Read the order's state from PostgreSQL (``None`` if it does not exist yet)."""
         self.order = await self.env.run(load_order, self.order_id)
