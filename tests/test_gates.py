@@ -341,3 +341,34 @@ async def test_rotated_keys_keep_old_codes_valid_until_retired(dsn, db):
     assert getattr(in_use.value, "code", None) == "key_in_use"
     assert verdict["granted"] is False
     assert [k["key_id"] for k in config["keys"]] == [new_key]
+
+
+async def test_only_unused_tickets_can_be_refunded(dsn, db):
+    from clients.client import RemoteError
+
+    async with running_server(dsn, db, GATES) as server:
+        used, unused = await buy(server, quantity=2)
+        async with (
+            connect(server.url, "G-MAIN-1", server.tokens["G-MAIN-1"]) as gate,
+            connect(server.url, "counter-1", server.tokens["counter-1"]) as desk,
+        ):
+            assert (await scan(gate, used["code"]))["granted"]
+            with pytest.raises(RemoteError) as refused:
+                await desk.request(
+                    "order.refund",
+                    order=used["order"],
+                    tickets=[used["ticket"]],
+                    reason="too late",
+                    key="r-used",
+                )
+            refund = await desk.request(
+                "order.refund",
+                order=unused["order"],
+                tickets=[unused["ticket"]],
+                reason="rain",
+                key="r-unused",
+            )
+            assert (await scan(gate, unused["code"]))["reason"] == "refunded"
+    assert refused.value.code == "ticket_used"
+    assert [t["refunded"] for t in refund["tickets"] if t["ticket"] == unused["ticket"]] == [True]
+    assert await db.fetchval("SELECT count(*) FROM refunds") == 1

@@ -40,6 +40,7 @@ from actors.orders.domain import (
 )
 from actors.orders.postings import Posting, postings_for
 from server.catalog.model import WHOLE_DAY
+from server.errors import ScenicError
 
 
 class StaleOrder(Exception):
@@ -362,12 +363,19 @@ async def _write_event(
                     event.at,
                 )
     elif isinstance(event, TicketsRefunding):
-        await conn.execute(
+        voided = await conn.execute(
             "update tickets set status = 'refunded', version = version + 1 "
-            "where ticket_id = any($1::text[]) and order_id = $2",
+            "where ticket_id = any($1::text[]) and order_id = $2 and entries_used = 0",
             list(event.ticket_ids),
             event.order_id,
         )
+        if voided != f"UPDATE {len(event.ticket_ids)}":
+            # A gate admitted one of them (the gates own ticket use, not the order):
+            # only unused tickets are refunded.
+            raise ScenicError(
+                "a ticket to refund has been used at a gate; refund only unused tickets",
+                code="ticket_used",
+            )
         captured = after.payments[event.out_trade_no]
         await _refund(
             conn, after, event.out_refund_no, captured.channel_txn_id, event.by_device, event.at
