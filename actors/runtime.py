@@ -93,6 +93,18 @@ class _Cell:
         self.send, self.receive = trio.open_memory_channel[_Letter](mailbox_size)
 
 
+class _InlineCell:
+    """An actor of an inline kind: its instance, and the lock its askers take turns on."""
+
+    __slots__ = ("actor", "loaded", "lock", "waiting")
+
+    def __init__(self, actor: Actor) -> None:
+        self.actor = actor
+        self.loaded = False
+        self.lock = trio.Lock()
+        self.waiting = 0
+
+
 class Registry:
     """Live actors by key. Obtain one from :func:`open_registry`."""
 
@@ -103,8 +115,11 @@ class Registry:
         mailbox_size: int,
         idle_after_s: float,
         idle_by_kind: Mapping[str, float] | None = None,
+        inline_kinds: frozenset[str] = frozenset(),
     ) -> None:
         self._factories = dict(factories)
+        self._inline_kinds = frozenset(inline_kinds)
+        self._inline: dict[ActorKey, _InlineCell] = {}
         self._nursery = nursery
         self._mailbox_size = mailbox_size
         self._idle_after_s = idle_after_s
@@ -127,6 +142,8 @@ class Registry:
         """
         if self._closing:
             raise Overloaded("the server is shutting down")
+        if key[0] in self._inline_kinds:
+            return await self._ask_inline(key, command, timeout)
         letter = _Letter(command)
         try:
             self._cell(key).send.send_nowait(letter)
@@ -144,6 +161,57 @@ class Registry:
         assert letter.reply is not None
         return letter.reply.unwrap()
 
+    async def _ask_inline(self, key: ActorKey, command: Any, timeout: float) -> Any:
+        """An actor of an inline kind: its handler runs in the asker's task, one at a time.
+
+        The same guarantees as a mailbox (commands for one key one at a time, in
+        arrival order: trio's lock is fair; refusals passed on; a crash answers
+        ``internal`` and the next command gets a fresh instance), without a task
+        per actor: for kinds that keep no state of their own between commands
+        (a ticket's state lives in the ticket book), so the cell is dropped as
+        soon as nobody waits for it. If the asker is cancelled mid-command the
+        command stops there; such actors must tolerate that (their stored
+        state stays the truth).
+        """
+        cell = self._inline.get(key)
+        if cell is None:
+            cell = _InlineCell(self._factories[key[0]](key[1]))
+            self._inline[key] = cell
+            self._spawned += 1
+        if cell.waiting >= self._mailbox_size:
+            raise Overloaded(f"{key[0]} {key[1]} is busy; try again shortly")
+        cell.waiting += 1
+        try:
+            try:
+                with trio.fail_after(timeout):
+                    await cell.lock.acquire()
+            except trio.TooSlowError:
+                raise Timeout(f"{key[0]} {key[1]} did not answer within {timeout:g}s") from None
+            try:
+                reply = await self._deliver_inline(key, cell, command)
+            finally:
+                cell.lock.release()
+        finally:
+            cell.waiting -= 1
+            if cell.waiting == 0 and self._inline.get(key) is cell:
+                del self._inline[key]
+        return reply.unwrap()
+
+    async def _deliver_inline(self, key: ActorKey, cell: _InlineCell, command: Any):
+        try:
+            if not cell.loaded:
+                await cell.actor.load()
+                cell.loaded = True
+            return outcome.Value(await cell.actor.handle(command))
+        except ScenicError as refusal:
+            return outcome.Error(refusal)
+        except Exception:
+            log.exception("actor.crashed", extra={"actor_kind": key[0], "actor_id": str(key[1])})
+            cell.actor = self._factories[key[0]](key[1])
+            cell.loaded = False
+            self._restarts += 1
+            return outcome.Error(Internal("internal error; the request was not completed"))
+
     def tell(self, key: ActorKey, command: Any) -> None:
         """Put ``command`` in the actor's mailbox and return at once, without a reply.
 
@@ -153,6 +221,8 @@ class Registry:
         """
         if self._closing:
             raise Overloaded("the server is shutting down")
+        if key[0] in self._inline_kinds:
+            raise TypeError(f"{key[0]} actors run inline: ask them")
         letter = _Letter(command)
         letter.told = True
         try:
@@ -162,18 +232,19 @@ class Registry:
 
     def is_live(self, key: ActorKey) -> bool:
         """True while the actor of ``key`` is in memory."""
-        return key in self._cells
+        return key in self._cells or key in self._inline
 
     def stats(self) -> RegistryStats:
         """Live actors, queued messages and lifetime counters now."""
         cells = list(self._cells.values())
+        inline = Counter(key[0] for key in self._inline)
         return RegistryStats(
-            live_actors=len(cells),
+            live_actors=len(cells) + len(self._inline),
             mailbox_depth=sum(c.receive.statistics().current_buffer_used for c in cells),
             spawned=self._spawned,
             restarts=self._restarts,
             passivations=self._passivations,
-            live_by_kind=dict(Counter(c.key[0] for c in cells)),
+            live_by_kind=dict(Counter(c.key[0] for c in cells) + inline),
         )
 
     def _cell(self, key: ActorKey) -> _Cell:
@@ -276,6 +347,7 @@ async def open_registry(
     idle_after_s: float,
     drain_timeout_s: float,
     idle_by_kind: Mapping[str, float] | None = None,
+    inline_kinds: frozenset[str] = frozenset(),
 ) -> AsyncIterator[Registry]:
     """A registry whose actors live in a nursery owned by this context.
 
@@ -283,7 +355,9 @@ async def open_registry(
     ``drain_timeout_s``, then whatever is left is cancelled.
     """
     async with trio.open_nursery() as nursery:
-        registry = Registry(factories, nursery, mailbox_size, idle_after_s, idle_by_kind)
+        registry = Registry(
+            factories, nursery, mailbox_size, idle_after_s, idle_by_kind, inline_kinds
+        )
         try:
             yield registry
         finally:

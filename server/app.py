@@ -254,6 +254,8 @@ async def run_server(
                     idle_after_s=config.actor_idle_s,
                     # a ticket's state lives in the ticket book: its actor is cheap to bring back
                     idle_by_kind={"ticket": TICKET_ACTOR_IDLE_S},
+                    # ...and it keeps none itself: ticket actors run in the asker's task
+                    inline_kinds=frozenset({"ticket"}),
                     drain_timeout_s=config.shutdown_grace_s,
                 ) as registry:
                     services.registry = registry

@@ -248,3 +248,53 @@ async def test_a_vacant_actor_leaves_memory_at_once(autojump_clock):
         await trio.sleep(0.001)
         assert not actors.is_live(("nobody", "x"))
         assert actors.stats().passivations == 1
+
+
+def inline_registry(journal: Journal, **overrides):
+    options = {"mailbox_size": 64, "idle_after_s": 60.0, "drain_timeout_s": 5.0} | overrides
+    return open_registry(
+        {"counter": lambda actor_id: Counter(actor_id, journal)},
+        inline_kinds=frozenset({"counter"}),
+        **options,
+    )
+
+
+async def test_inline_actors_take_one_key_one_at_a_time_in_arrival_order(autojump_clock):
+    journal = Journal()
+    async with inline_registry(journal) as actors, trio.open_nursery() as nursery:
+        for n in range(20):
+            await enqueue(nursery, actors, ("counter", "a"), ("add", n), 10)
+        assert actors.is_live(("counter", "a"))
+    assert [cmd for _, cmd in journal.handled] == [("add", n) for n in range(20)]
+    assert journal.overlaps == 0
+    assert journal.stored["a"] == sum(range(20))
+    assert not actors.is_live(("counter", "a"))  # nobody waits: nothing kept in memory
+
+
+async def test_inline_actors_of_different_keys_run_concurrently(autojump_clock):
+    journal = Journal()
+    async with inline_registry(journal) as actors:
+        began = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            for key in range(10):
+                nursery.start_soon(actors.ask, ("counter", str(key)), ("sleep", 1.0), 10)
+        assert trio.current_time() - began < 1.5
+
+
+async def test_inline_actors_refuse_crash_and_time_out_like_the_others(autojump_clock):
+    journal = Journal()
+    async with inline_registry(journal) as actors, trio.open_nursery() as nursery:
+        await actors.ask(("counter", "a"), ("add", 3), 10)
+        with pytest.raises(ScenicError) as refused:
+            await actors.ask(("counter", "a"), ("refuse", None), 10)
+        assert refused.value.code == "refused"
+        with pytest.raises(Internal):
+            await actors.ask(("counter", "a"), ("crash", None), 10)
+        assert await actors.ask(("counter", "a"), ("get", None), 10) == 3  # loaded afresh
+        assert actors.stats().restarts == 1
+        await enqueue(nursery, actors, ("counter", "a"), ("sleep", 5.0), 10)
+        with pytest.raises(Timeout):
+            await actors.ask(("counter", "a"), ("add", 100), 1)
+        with pytest.raises(TypeError):
+            actors.tell(("counter", "a"), ("add", 1))
+    assert journal.stored["a"] == 3
