@@ -19,6 +19,11 @@ An actor is anything with ``async load()`` (read its state from storage) and
   id that names nothing) is passivated (dropped from memory) and
   comes back, loaded from storage, on its next message.
 
+Kinds named in ``inline_kinds`` keep the same guarantees without a task of
+their own: the handler runs in the asker's task, under a fair lock per key
+(for actors whose state lives elsewhere, such as tickets in the ticket book;
+an ask then costs about 14 us instead of about 100 us for a new actor).
+
 On shutdown the registry stops taking asks, lets each actor finish the
 messages already in its mailbox within ``drain_timeout_s``, then cancels.
 """

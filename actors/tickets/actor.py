@@ -1,8 +1,9 @@
 """TicketActor: the one owner of a ticket's use; every scan of it passes through here.
 
-When two gates scan the same code in the same millisecond, both scans land
-in this actor's mailbox and are decided one after the other: exactly one is
-granted. The actor's state lives in the server's :class:`TicketBook` (today's
+When two gates scan the same code in the same millisecond, both scans reach
+this actor and are decided one after the other: exactly one is granted. (The
+registry runs ticket actors inline: each scan's task takes the ticket's fair
+lock in turn, so a gate rush does not spawn a task per ticket.) The actor's state lives in the server's :class:`TicketBook` (today's
 tickets are loaded at start, so a scan does not wait on a database read);
 the actor decides with the pure :mod:`actors.tickets.rules`, records the scan
 and the ticket's new use in one statement through group commit, and replies
