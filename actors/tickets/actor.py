@@ -3,8 +3,9 @@
 When two gates scan the same code in the same millisecond, both scans reach
 this actor and are decided one after the other: exactly one is granted. (The
 registry runs ticket actors inline: each scan's task takes the ticket's fair
-lock in turn, so a gate rush does not spawn a task per ticket.) The actor's state lives in the server's :class:`TicketBook` (today's
-tickets are loaded at start, so a scan does not wait on a database read);
+lock in turn, so a gate rush does not spawn a task per ticket.) The actor's
+state lives in the server's :class:`TicketBook` (today's tickets are loaded
+at start, so a scan does not wait on a database read);
 the actor decides with the pure :mod:`actors.tickets.rules`, records the scan
 and the ticket's new use in one statement through group commit, and replies
 only after the commit. A second server process's change makes the write
