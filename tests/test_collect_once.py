@@ -121,7 +121,7 @@ async def test_two_server_processes_on_one_database_still_collect_once(dsn, db, 
         return log_path, process
 
     try:
-        start(
+        sim_log, sim = start(
             "channel-sim",
             "channel-sim",
             "--server",
@@ -135,6 +135,10 @@ async def test_two_server_processes_on_one_database_still_collect_once(dsn, db, 
             "--keys",
             str(keys_file),
         )
+        with trio.fail_after(60):  # its API must listen before the servers call it
+            while '"channel_sim.listening"' not in sim_log.read_text():
+                assert sim.poll() is None, sim_log.read_text()
+                await trio.sleep(0.05)
         urls = []
         for name, port in (("server-a", port_a), ("server-b", 0)):
             log_path, process = start(name, "serve", "--dsn", dsn, "--port", str(port))
