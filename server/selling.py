@@ -10,6 +10,7 @@ channels' notifiers, and the catalog reloader.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -59,19 +60,19 @@ def demo_catalog_source() -> str:
     return (resources.files("server.catalog") / "demo_park.toml").read_text(encoding="utf-8")
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class TicketKeyring:
     """The site keys: the newest makes new codes; every unretired one is accepted."""
 
     keys: tuple[site.KeyRow, ...]
 
-    @property
+    @functools.cached_property
     def current(self) -> SiteKey:
         """The key new codes are made with."""
         row = [k for k in self.keys if k.retired_at is None][-1]
         return SiteKey(row.key_id, row.secret, row.signing_key)
 
-    @property
+    @functools.cached_property
     def secrets(self) -> dict[str, bytes]:
         """HMAC secrets of the keys still accepted, by key id."""
         return {k.key_id: k.secret for k in self.keys if k.retired_at is None}

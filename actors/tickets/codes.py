@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import re
@@ -74,8 +75,7 @@ class SiteKey:
     @property
     def public_key(self) -> bytes:
         """The 32-byte Ed25519 public key gate agents verify with."""
-        private = Ed25519PrivateKey.from_private_bytes(self.signing_key)
-        return private.public_key().public_bytes_raw()
+        return _private_key(self.signing_key).public_key().public_bytes_raw()
 
 
 @attrs.frozen
@@ -107,10 +107,20 @@ def _signed_bytes(entitlement: Entitlement, key_id: str) -> bytes:
     ).encode("ascii")
 
 
+@functools.lru_cache(maxsize=32)
+def _private_key(signing_key: bytes) -> Ed25519PrivateKey:
+    # Loading the key costs as much as a tenth of a signature: keep the few a site has.
+    return Ed25519PrivateKey.from_private_bytes(signing_key)
+
+
+@functools.lru_cache(maxsize=32)
+def _public_key(public_key: bytes) -> Ed25519PublicKey:
+    return Ed25519PublicKey.from_public_bytes(public_key)
+
+
 def make_code(entitlement: Entitlement, key: SiteKey) -> str:
     """The code printed on the ticket's QR, made with ``key``."""
-    private = Ed25519PrivateKey.from_private_bytes(key.signing_key)
-    signature = private.sign(_signed_bytes(entitlement, key.key_id))
+    signature = _private_key(key.signing_key).sign(_signed_bytes(entitlement, key.key_id))
     return ".".join(
         (
             entitlement.ticket_id,
@@ -178,9 +188,7 @@ def verify_offline(code: str, public_keys: Mapping[str, bytes]) -> Entitlement:
         if base64.b32encode(signature).decode("ascii").rstrip("=") != parsed.signature:
             # the last character carries 3 spare bits: only the canonical spelling counts
             raise ValueError("not the canonical encoding of a signature")
-        Ed25519PublicKey.from_public_bytes(public).verify(
-            signature, _signed_bytes(parsed.entitlement, parsed.key_id)
-        )
+        _public_key(public).verify(signature, _signed_bytes(parsed.entitlement, parsed.key_id))
     except (InvalidSignature, binascii.Error, ValueError):
         raise ForgedCode("the code's signature does not verify") from None
     return parsed.entitlement
