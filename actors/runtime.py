@@ -193,7 +193,7 @@ class Registry:
             except trio.TooSlowError:
                 raise Timeout(f"{key[0]} {key[1]} did not answer within {timeout:g}s") from None
             try:
-                reply = await self._deliver_inline(key, cell, command)
+                reply = await self._deliver(key, cell, command)
             finally:
                 cell.lock.release()
         finally:
@@ -201,21 +201,6 @@ class Registry:
             if cell.waiting == 0 and self._inline.get(key) is cell:
                 del self._inline[key]
         return reply.unwrap()
-
-    async def _deliver_inline(self, key: ActorKey, cell: _InlineCell, command: Any):
-        try:
-            if not cell.loaded:
-                await cell.actor.load()
-                cell.loaded = True
-            return outcome.Value(await cell.actor.handle(command))
-        except ScenicError as refusal:
-            return outcome.Error(refusal)
-        except Exception:
-            log.exception("actor.crashed", extra={"actor_kind": key[0], "actor_id": str(key[1])})
-            cell.actor = self._factories[key[0]](key[1])
-            cell.loaded = False
-            self._restarts += 1
-            return outcome.Error(Internal("internal error; the request was not completed"))
 
     def tell(self, key: ActorKey, command: Any) -> None:
         """Put ``command`` in the actor's mailbox and return at once, without a reply.
@@ -270,7 +255,7 @@ class Registry:
                     return
                 try:
                     if not letter.abandoned:
-                        letter.reply = await self._deliver(cell, letter.command)
+                        letter.reply = await self._deliver(cell.key, cell, letter.command)
                         if letter.told and isinstance(letter.reply, outcome.Error):
                             log.warning(
                                 "actor.told_failed",
@@ -311,7 +296,10 @@ class Registry:
         except trio.EndOfChannel:
             return None
 
-    async def _deliver(self, cell: _Cell, command: Any) -> outcome.Outcome:
+    async def _deliver(
+        self, key: ActorKey, cell: _Cell | _InlineCell, command: Any
+    ) -> outcome.Outcome:
+        """Load if needed and handle ``command``; a crash replaces the actor instance."""
         try:
             if not cell.loaded:
                 await cell.actor.load()
@@ -320,11 +308,8 @@ class Registry:
         except ScenicError as refusal:
             return outcome.Error(refusal)
         except Exception:
-            log.exception(
-                "actor.crashed",
-                extra={"actor_kind": cell.key[0], "actor_id": str(cell.key[1])},
-            )
-            cell.actor = self._factories[cell.key[0]](cell.key[1])
+            log.exception("actor.crashed", extra={"actor_kind": key[0], "actor_id": str(key[1])})
+            cell.actor = self._factories[key[0]](key[1])
             cell.loaded = False
             self._restarts += 1
             return outcome.Error(Internal("internal error; the request was not completed"))

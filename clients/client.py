@@ -194,3 +194,21 @@ async def _hello(ws: WebSocketConnection, device: str, token: str, timeout: floa
     if "error" in reply:
         raise RemoteError(reply["error"]["message"], code=reply["error"]["code"])
     return reply["ok"]
+
+
+async def stay_connected(
+    url: str,
+    device: str,
+    token: str,
+    *,
+    task_status: trio.TaskStatus[Client] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Connect, hand the client to ``nursery.start``, and keep it open until cancelled.
+
+    For tools that hold many connections at once::
+
+        client = await nursery.start(stay_connected, url, device, token)
+    """
+    async with connect(url, device, token) as client:
+        task_status.started(client)
+        await trio.sleep_forever()

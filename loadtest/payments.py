@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 
 import trio
 
-from clients.client import Client, connect
+from clients.client import Client, stay_connected
 from loadtest.local_server import LocalServer, local_server, scenic_command
 from server.channels.keys import load_or_create_channel_keys
 from server.channels.signing import signed
@@ -126,9 +126,13 @@ async def run_bench(server: LocalServer, args: argparse.Namespace) -> bool:
     async with trio.open_nursery() as nursery:
         kiosks, gateways = [], []
         for device in kiosk_ids:
-            kiosks.append(await nursery.start(_open, server.url, device, server.tokens[device]))
+            kiosks.append(
+                await nursery.start(stay_connected, server.url, device, server.tokens[device])
+            )
         for device in gateway_ids:
-            gateways.append(await nursery.start(_open, server.url, device, server.tokens[device]))
+            gateways.append(
+                await nursery.start(stay_connected, server.url, device, server.tokens[device])
+            )
         began = time.perf_counter()
         payments = await setup_orders(kiosks, args.orders, args.window)
         print(
@@ -157,12 +161,6 @@ async def run_bench(server: LocalServer, args: argparse.Namespace) -> bool:
         "duplicates": duplicates,
     }
     return errors == 0
-
-
-async def _open(url: str, device: str, token: str, task_status=trio.TASK_STATUS_IGNORED):
-    async with connect(url, device, token) as client:
-        task_status.started(client)
-        await trio.sleep_forever()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from clients.client import connect
+from clients.client import stay_connected
 from loadtest.audit import audit_run
 from loadtest.local_server import (
     embedded_dsn,
@@ -192,7 +192,7 @@ async def drive(profile: Profile, target: Target, *, progress: bool = True) -> t
     async with trio.open_nursery() as nursery:
 
         async def opened(device: str):
-            return await nursery.start(_client, target.url, device, tokens[device])
+            return await nursery.start(stay_connected, target.url, device, tokens[device])
 
         kiosks = [await opened(d) for d in sorted(tokens) if d.startswith("lt-kiosk")]
         counters = [await opened(d) for d in sorted(tokens) if d.startswith("lt-counter")]
@@ -212,12 +212,6 @@ async def drive(profile: Profile, target: Target, *, progress: bool = True) -> t
         )
     )
     return recorder.summary(), audit
-
-
-async def _client(url: str, device: str, token: str, task_status=trio.TASK_STATUS_IGNORED):
-    async with connect(url, device, token) as client:
-        task_status.started(client)
-        await trio.sleep_forever()
 
 
 async def _payer(nursery: trio.Nursery, target: Target, kiosks):

@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import trio
 
-from clients.client import Client, connect
+from clients.client import Client, stay_connected
 from loadtest.local_server import LocalServer, local_server
 from loadtest.payments import percentile_ms
 from server.selling import demo_catalog_source
@@ -114,12 +114,18 @@ async def run_bench(server: LocalServer, args: argparse.Namespace) -> bool:
     """Sell, scan, check durability; print the figures; True when all held."""
     gate_ids = sorted(d for d in server.tokens if d.startswith("G-BENCH"))
     async with trio.open_nursery() as nursery:
-        kiosk = await nursery.start(_open, server.url, "bench-kiosk", server.tokens["bench-kiosk"])
+        kiosk = await nursery.start(
+            stay_connected, server.url, "bench-kiosk", server.tokens["bench-kiosk"]
+        )
         began = time.perf_counter()
         codes = await sell_tickets(kiosk, args.tickets)
         print(f"setup: {len(codes):,} tickets sold in {time.perf_counter() - began:.1f} s")
-        gates = [await nursery.start(_open, server.url, g, server.tokens[g]) for g in gate_ids]
-        admin = await nursery.start(_open, server.url, "bench-admin", server.tokens["bench-admin"])
+        gates = [
+            await nursery.start(stay_connected, server.url, g, server.tokens[g]) for g in gate_ids
+        ]
+        admin = await nursery.start(
+            stay_connected, server.url, "bench-admin", server.tokens["bench-admin"]
+        )
         plan = scan_plan(codes, len(gates), args.rescans, args.forged)
         stats = {"latencies": [], "granted": 0, "denied": 0, "errors": 0}
         before = (await admin.request("server.stats"))["commits"]
@@ -192,12 +198,6 @@ def _count_durable(server: LocalServer) -> dict[str, int]:
     import asyncio
 
     return asyncio.run(count())
-
-
-async def _open(url: str, device: str, token: str, task_status=trio.TASK_STATUS_IGNORED):
-    async with connect(url, device, token) as client:
-        task_status.started(client)
-        await trio.sleep_forever()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from actors.tickets.codes import Entitlement, SiteKey, make_code, verify_offline
-from clients.client import connect
+from clients.client import connect, stay_connected
 from server.storage import site
 from tests.helpers import running_server
 from tests.test_orders import next_event
@@ -147,7 +147,7 @@ async def test_the_same_code_at_many_gates_at_once_is_granted_exactly_once(dsn, 
             clients = []
             for gate_id in gates:
                 clients.append(
-                    await nursery.start(_connected, server.url, gate_id, server.tokens[gate_id])
+                    await nursery.start(stay_connected, server.url, gate_id, server.tokens[gate_id])
                 )
 
             async def rush(client, ticket):
@@ -162,12 +162,6 @@ async def test_the_same_code_at_many_gates_at_once_is_granted_exactly_once(dsn, 
         grants = [granted for ticket_id, granted in verdicts if ticket_id == ticket["ticket"]]
         assert len(grants) == 8 and sum(grants) == 1
     assert await db.fetchval("SELECT max(entries_used) FROM tickets") == 1
-
-
-async def _connected(url, device, token, task_status=trio.TASK_STATUS_IGNORED):
-    async with connect(url, device, token) as client:
-        task_status.started(client)
-        await trio.sleep_forever()
 
 
 async def test_a_scan_sent_twice_gets_the_same_verdict_and_uses_one_entry(dsn, db):
