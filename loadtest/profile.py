@@ -39,6 +39,7 @@ class Profile:
     refund_one: float
     other_day: float
     scans_per_gate_per_s: float
+    presold: int
     rescan: float
     forged: float
     exit: float
@@ -135,6 +136,7 @@ def parse_profile(name: str, text: str) -> Profile:
         refund_one=number(sales, "refund_one", "sales", 0.0, **share),
         other_day=number(sales, "other_day", "sales", 0.0, **share),
         scans_per_gate_per_s=number(scans, "per_gate_per_s", "scans", 1, 0, 100_000),
+        presold=int(number(scans, "presold", "scans", 0, 0, 1_000_000)),
         rescan=number(scans, "rescan", "scans", 0.0, **share),
         forged=number(scans, "forged", "scans", 0.0, **share),
         exit=number(scans, "exit", "scans", 0.0, **share),

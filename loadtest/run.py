@@ -199,6 +199,7 @@ async def drive(profile: Profile, target: Target, *, progress: bool = True) -> t
         gates = [(d, await opened(d)) for d in sorted(tokens) if d.startswith("G-LT")]
         pay = await _payer(nursery, target, kiosks)
         scenario = Scenario(profile, recorder, kiosks, counters, gates, pay)
+        await scenario.presell()
         recorder.started()
         if progress:
             nursery.start_soon(show_progress, recorder, profile.duration_s)

@@ -88,6 +88,29 @@ class Scenario:
         self.today = today.isoformat()
         self.tomorrow = (today + timedelta(days=1)).isoformat()
 
+    async def presell(self) -> None:
+        """Sell the profile's ``presold`` tickets for today before the run (not measured)."""
+        if not self.profile.presold or not self.kiosks:
+            return
+        kiosk = self.kiosks[0]
+        lines = {"product": "adult", "date": self.today}
+        async with trio.open_nursery() as pump:
+            pump.start_soon(self._events, kiosk)
+            for first in range(0, self.profile.presold, 200):
+                quantity = min(200, self.profile.presold - first)
+                order = await kiosk.request(
+                    "order.create",
+                    client_key=f"lt-presold-{self.profile.seed}-{first}",
+                    lines=[{**lines, "quantity": quantity}],
+                )
+                self.world.acknowledged_orders.add(order["order"])
+                paid = self.world.paid_events.setdefault(order["order"], trio.Event())
+                start = await kiosk.request("payment.start", order=order["order"], channel="wechat")
+                await self.pay("wechat", start["out_trade_no"])
+                with trio.fail_after(60):
+                    await paid.wait()
+            pump.cancel_scope.cancel()
+
     async def run(self) -> None:
         """Run the whole profile: arrivals for ``duration_s``, then a bounded grace."""
         async with trio.open_nursery() as pumps:
@@ -101,7 +124,9 @@ class Scenario:
                         streams.start_soon(
                             self._arrivals,
                             f"scan:{gate_id}",
-                            lambda _t: self.profile.scans_per_gate_per_s,
+                            lambda t: (
+                                self.profile.scans_per_gate_per_s * self.profile.multiplier(t)
+                            ),
                             lambda at, g=gate_id, c=gate: self._scan(g, c, at),
                             began,
                         )
