@@ -14,9 +14,8 @@ An actor is anything with ``async load()`` (read its state from storage) and
 - any other exception is a crash: the asker gets ``internal``, the crash is
   logged, and the actor is replaced by a fresh instance that loads its state
   again before the next message (the server and other actors go on);
-- an actor idle for ``idle_after_s`` (or its kind's own time in
-  ``idle_by_kind``; at once if its ``vacant`` attribute is true, as for an
-  id that names nothing) is passivated (dropped from memory) and
+- an actor idle for ``idle_after_s`` (at once if its ``vacant`` attribute is
+  true, as for an id that names nothing) is passivated (dropped from memory) and
   comes back, loaded from storage, on its next message.
 
 Kinds named in ``inline_kinds`` keep the same guarantees without a task of
@@ -119,7 +118,6 @@ class Registry:
         nursery: trio.Nursery,
         mailbox_size: int,
         idle_after_s: float,
-        idle_by_kind: Mapping[str, float] | None = None,
         inline_kinds: frozenset[str] = frozenset(),
     ) -> None:
         self._factories = dict(factories)
@@ -128,7 +126,6 @@ class Registry:
         self._nursery = nursery
         self._mailbox_size = mailbox_size
         self._idle_after_s = idle_after_s
-        self._idle_by_kind = dict(idle_by_kind or {})
         self._cells: dict[ActorKey, _Cell] = {}
         self._closing = False
         self._spawned = 0
@@ -277,7 +274,7 @@ class Registry:
                 letter.done.set()
 
     async def _next_letter(self, cell: _Cell) -> _Letter | None:
-        idle_s = self._idle_by_kind.get(cell.key[0], self._idle_after_s)
+        idle_s = self._idle_after_s
         if cell.loaded and getattr(cell.actor, "vacant", False):
             idle_s = 0  # nothing behind this key (an unknown id): do not keep it in memory
         with trio.move_on_after(idle_s):
@@ -336,7 +333,6 @@ async def open_registry(
     mailbox_size: int,
     idle_after_s: float,
     drain_timeout_s: float,
-    idle_by_kind: Mapping[str, float] | None = None,
     inline_kinds: frozenset[str] = frozenset(),
 ) -> AsyncIterator[Registry]:
     """A registry whose actors live in a nursery owned by this context.
@@ -345,9 +341,7 @@ async def open_registry(
     ``drain_timeout_s``, then whatever is left is cancelled.
     """
     async with trio.open_nursery() as nursery:
-        registry = Registry(
-            factories, nursery, mailbox_size, idle_after_s, idle_by_kind, inline_kinds
-        )
+        registry = Registry(factories, nursery, mailbox_size, idle_after_s, inline_kinds)
         try:
             yield registry
         finally:

@@ -19,6 +19,7 @@ Run it with ``scenic gate-agent --gate ID --token T --server ws://...
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -26,7 +27,6 @@ import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import attrs
 import trio
@@ -361,15 +361,5 @@ class GateAgent:
                     await trio.sleep(1)
 
 
-class _NoDisplay:
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, *exc: Any) -> None:
-        return None
-
-
 def _maybe_display(port, on_fault):
-    if port is None:
-        return _NoDisplay()
-    return open_display(port, on_fault=on_fault)
+    return contextlib.nullcontext() if port is None else open_display(port, on_fault=on_fault)

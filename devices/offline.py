@@ -11,7 +11,7 @@ flags as a conflict when the journals are merged.
 
 from __future__ import annotations
 
-from datetime import date, datetime, time
+from datetime import datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -141,8 +141,3 @@ def decide_offline(
     )
     verdict, _ = decide_scan(ticket, gate, direction, local_moment(snapshot, at))
     return verdict, entitlement.ticket_id
-
-
-def today_of(snapshot: GateSnapshot, at: datetime) -> date:
-    """The site's local date at ``at``."""
-    return local_moment(snapshot, at).today

@@ -55,8 +55,6 @@ SUBPROTOCOL = "scenic.v1"
 #: hard cap of one websocket message; past ``max_frame_bytes`` and below this we
 #: answer ``too_large`` and keep the connection, above it the connection closes
 HARD_MESSAGE_CAP = 1024 * 1024
-#: seconds an idle ticket actor stays (a gate rush makes tens of thousands of them)
-TICKET_ACTOR_IDLE_S = 10.0
 #: payment attempts whose order this process remembers without asking the database
 PAYMENT_CACHE_SIZE = 200_000
 
@@ -252,9 +250,8 @@ async def run_server(
                     actor_factories(services),
                     mailbox_size=config.mailbox_size,
                     idle_after_s=config.actor_idle_s,
-                    # a ticket's state lives in the ticket book: its actor is cheap to bring back
-                    idle_by_kind={"ticket": TICKET_ACTOR_IDLE_S},
-                    # ...and it keeps none itself: ticket actors run in the asker's task
+                    # a ticket's state lives in the ticket book, not in its actor:
+                    # ticket actors run in the asker's task
                     inline_kinds=frozenset({"ticket"}),
                     drain_timeout_s=config.shutdown_grace_s,
                 ) as registry:

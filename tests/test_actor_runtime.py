@@ -218,21 +218,6 @@ async def test_tell_delivers_in_order_without_waiting_and_survives_failures(auto
     ]
 
 
-async def test_a_kind_may_be_passivated_sooner_than_the_rest(autojump_clock):
-    journal = Journal()
-    factories = {
-        "counter": lambda actor_id: Counter(actor_id, journal),
-        "brief": lambda actor_id: Counter(actor_id, journal),
-    }
-    async with open_registry(
-        factories, mailbox_size=8, idle_after_s=60, drain_timeout_s=5, idle_by_kind={"brief": 5}
-    ) as actors:
-        await actors.ask(("counter", "a"), ("add", 1), 10)
-        await actors.ask(("brief", "b"), ("add", 1), 10)
-        await trio.sleep(10)
-        assert actors.is_live(("counter", "a")) and not actors.is_live(("brief", "b"))
-
-
 async def test_a_vacant_actor_leaves_memory_at_once(autojump_clock):
     class Nobody(Counter):
         vacant = True

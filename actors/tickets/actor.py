@@ -174,8 +174,9 @@ class TicketActor:
             change = TicketChange(self.ticket_id, after.entries_used, after.inside, state.version)
         if conflict is None:
             version = await self.env.submit_bulk(SCAN_WRITER, (record, change))
-        else:  # rare (merging an offline journal): the conflict row goes in the same write
-            version = await self.env.submit(partial(_record, record, change, conflict))
+        else:  # rare (merging an offline journal): the conflict row goes in the same write;
+            # the ticket is left as it was, so there is no change to record
+            version = await self.env.submit(partial(_record_conflict, record, conflict))
         if version is None:  # this gate sent this scan id before
             stored = await self.env.run(stored_verdict, scan.gate.gate_id, scan.scan_id)
             repeat = Verdict(stored.granted, stored.reason, stored.entries_left, stored.consumed)
@@ -225,20 +226,20 @@ def _merge_offline(
     return Verdict(True, "ok", verdict.entries_left), state, verdict.reason
 
 
-async def _record(record: ScanRecord, change: TicketChange | None, conflict: str | None, conn):
-    version = await record_scan(conn, record, change)
-    if version is not None and conflict is not None:
-        await record_conflict(
-            conn,
-            record.gate_id,
-            record.scan_id,
-            record.ticket_id,
-            conflict,
-            f"admitted offline; the server would have refused: {conflict}",
-            record.at,
-            record.recorded_at,
-        )
-    return version
+async def _record_conflict(record: ScanRecord, conflict: str, conn) -> int | None:
+    if not await record_scan(conn, record):
+        return None
+    await record_conflict(
+        conn,
+        record.gate_id,
+        record.scan_id,
+        record.ticket_id,
+        conflict,
+        f"admitted offline; the server would have refused: {conflict}",
+        record.at,
+        record.recorded_at,
+    )
+    return 0
 
 
 async def _give_back(gate_id: str, scan_id: str, change: TicketChange, at: datetime, conn):

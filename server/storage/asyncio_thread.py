@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -31,8 +30,6 @@ log = logging.getLogger("scenic.storage.database")
 
 T = TypeVar("T")
 
-#: the GIL switch interval while a database thread runs (Python's default is 5 ms)
-SWITCH_INTERVAL_S = 0.0005
 #: how long stopping the loop waits for its last tasks to finish
 STOP_TIMEOUT_S = 5.0
 
@@ -49,11 +46,6 @@ class AsyncioThread:
     """
 
     def __init__(self, name: str) -> None:
-        # The database thread is I/O-bound and the trio thread CPU-bound: with the
-        # default 5 ms GIL switch interval each database round trip could wait up to
-        # 5 ms for the GIL while trio computes. A shorter interval hands it over sooner.
-        if sys.getswitchinterval() > SWITCH_INTERVAL_S:
-            sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.loop = asyncio.new_event_loop()
         self.loop.set_exception_handler(_log_loop_error)
         self._trio_token = trio.lowlevel.current_trio_token()

@@ -116,36 +116,9 @@ def _scan_args(scan: ScanRecord) -> tuple:
     )
 
 
-async def record_scan(
-    conn: asyncpg.Connection, scan: ScanRecord, change: TicketChange | None = None
-) -> int | None:
-    """Record ``scan`` and, with it, the ticket ``change`` it decided; one round trip.
-
-    Returns the ticket's new version (0 when there is no change), or ``None``
-    when this gate's scan id was recorded before (nothing is changed then).
-    Raises :class:`StaleTicket` when the ticket moved past
-    ``change.expected_version``.
-    """
-    if change is None:
-        inserted = await conn.fetchval(_INSERT_SCAN + " RETURNING true", *_scan_args(scan))
-        return 0 if inserted else None
-    row = await conn.fetchrow(
-        f"""WITH recorded AS ({_INSERT_SCAN} RETURNING 1),
-                 used AS (
-                   UPDATE tickets SET entries_used = $15, inside = $16, version = version + 1
-                    WHERE ticket_id = $3 AND version = $17 AND EXISTS (SELECT 1 FROM recorded)
-                   RETURNING version)
-            SELECT EXISTS (SELECT 1 FROM recorded) AS recorded, (SELECT version FROM used)""",
-        *_scan_args(scan),
-        change.entries_used,
-        change.inside,
-        change.expected_version,
-    )
-    if not row["recorded"]:
-        return None
-    if row["version"] is None:
-        raise StaleTicket(f"ticket {change.ticket_id} moved past version {change.expected_version}")
-    return row["version"]
+async def record_scan(conn: asyncpg.Connection, scan: ScanRecord) -> bool:
+    """Record ``scan`` alone (no ticket change); False when its scan id was recorded before."""
+    return bool(await conn.fetchval(_INSERT_SCAN + " RETURNING true", *_scan_args(scan)))
 
 
 async def stored_verdict(conn: asyncpg.Connection, gate_id: str, scan_id: str) -> ScanRecord | None:
@@ -160,32 +133,14 @@ async def stored_verdict(conn: asyncpg.Connection, gate_id: str, scan_id: str) -
     return None if row is None else ScanRecord(*row.values())
 
 
-async def record_passage(
-    conn: asyncpg.Connection, gate_id: str, scan_id: str, passed: bool, at: datetime
-) -> tuple[str, str] | None:
-    """Note whether the visitor of a granted scan walked through; ``(zone, direction)``.
-
-    ``None`` when the scan is unknown, was denied, or its passage is already known.
-    """
-    row = await conn.fetchrow(
-        """UPDATE scans SET passed = $3, passed_at = $4
-            WHERE gate_id = $1 AND scan_id = $2 AND granted AND passed IS NULL
-           RETURNING zone, direction""",
-        gate_id,
-        scan_id,
-        passed,
-        at,
-    )
-    return None if row is None else (row["zone"], row["direction"])
-
-
 async def give_back_entry(
     conn: asyncpg.Connection, gate_id: str, scan_id: str, change: TicketChange, at: datetime
 ) -> int | None:
     """The visitor did not walk through: mark the scan and restore the ticket's entry.
 
     Returns the ticket's new version, or ``None`` if the passage was already
-    settled. Raises :class:`StaleTicket` like :func:`record_scan`.
+    settled. Raises :class:`StaleTicket` when the ticket moved past
+    ``change.expected_version``.
     """
     row = await conn.fetchrow(
         """WITH settled AS (
@@ -279,9 +234,9 @@ async def occupancy_since(conn: asyncpg.Connection, since: datetime) -> dict[str
 class ScanWriter:
     """Bulk writer of scans and the ticket use they decided: three statements per batch.
 
-    Items are ``(ScanRecord, TicketChange | None)``; each answers like
-    :func:`record_scan`: the ticket's new version (0 without a change),
-    ``None`` for a scan id recorded before, or a :class:`StaleTicket` error
+    Items are ``(ScanRecord, TicketChange | None)``; each answers with the
+    ticket's new version (0 without a change), ``None`` for a scan id
+    recorded before (nothing is changed then), or a :class:`StaleTicket` error
     (its scan row is then removed again, so scan and ticket always agree).
     A batch never holds two changes of one ticket: its actor waits for each.
     """
@@ -353,8 +308,9 @@ class ScanWriter:
 class PassageWriter:
     """Bulk writer of passages: one statement per batch.
 
-    Items are ``(gate_id, scan_id, passed, at)``; each answers like
-    :func:`record_passage`.
+    Items are ``(gate_id, scan_id, passed, at)``; each answers with the scan's
+    ``(zone, direction)``, or ``None`` when the scan is unknown, was denied, or
+    its passage is already settled.
     """
 
     async def write_many(self, conn: asyncpg.Connection, items: list) -> list:
