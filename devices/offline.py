@@ -18,7 +18,15 @@ from zoneinfo import ZoneInfo
 import attrs
 
 from actors.tickets.codes import ForgedCode, verify_offline
-from actors.tickets.rules import GateView, ScanMoment, TicketState, Verdict, decide_scan, refused
+from actors.tickets.rules import (
+    GateView,
+    ScanMoment,
+    TicketState,
+    Verdict,
+    decide_scan,
+    moment_at,
+    refused,
+)
 
 
 @attrs.frozen
@@ -106,8 +114,7 @@ class LocalUse:
 
 def local_moment(snapshot: GateSnapshot, at: datetime) -> ScanMoment:
     """The site's local date and time at ``at``."""
-    local = at.astimezone(ZoneInfo(snapshot.timezone))
-    return ScanMoment(local.date(), local.time().replace(tzinfo=None), snapshot.slots)
+    return moment_at(at, ZoneInfo(snapshot.timezone), snapshot.slots)
 
 
 def decide_offline(

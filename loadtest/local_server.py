@@ -138,17 +138,26 @@ def local_server(
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def wait_for_listening(log_path: Path, process: subprocess.Popen, deadline: float) -> str:
-    """The URL from the server.listening line of ``log_path``; raise if it never comes."""
+def wait_for_listening(
+    log_path: Path,
+    process: subprocess.Popen,
+    deadline: float,
+    event: str = "server.listening",
+) -> str:
+    """The URL of the first ``event`` line in ``log_path`` (a process we started logs it).
+
+    Raises ``RuntimeError`` with the log's last lines if the process exits or
+    ``deadline`` (``time.perf_counter()``) passes first.
+    """
     while time.perf_counter() < deadline:
         for line in log_path.read_text().splitlines():
-            if '"server.listening"' in line:
+            if f'"{event}"' in line:
                 return json.loads(line)["url"]
         if process.poll() is not None:
             break
         time.sleep(0.05)
     tail = "\n".join(log_path.read_text().splitlines()[-20:])
-    raise RuntimeError(f"server did not start listening:\n{tail}")
+    raise RuntimeError(f"no {event} line came:\n{tail}")
 
 
 def stop_process(process: subprocess.Popen) -> int:

@@ -12,10 +12,8 @@ simulator). The devices it needs are registered in the server's database.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +42,7 @@ from loadtest.scenario import Scenario, expected_sales
 from server.channels.keys import load_or_create_channel_keys
 from server.channels.remote import RemoteChannel
 from server.selling import demo_catalog_source
+from server.workers import free_port
 
 KINDS = (
     "order.create",
@@ -84,12 +83,6 @@ def run_catalog(profile: Profile) -> str:
     return text.replace("daily = 20000", f"daily = {max(most, 20000)}", 1)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextmanager
 def own_target(profile: Profile, workdir: Path) -> Iterator[Target]:
     """A fresh server and channel simulator on loopback, stopped (by their pids) on exit."""
@@ -106,7 +99,7 @@ def own_target(profile: Profile, workdir: Path) -> Iterator[Target]:
             capture_output=True,
             timeout=120,
         )
-        sim_port = _free_port()
+        sim_port = free_port()
         sim_url = f"ws://127.0.0.1:{sim_port}"
         server_log = workdir / "server.log"
         with open(server_log, "w") as log_file:
@@ -126,7 +119,7 @@ def own_target(profile: Profile, workdir: Path) -> Iterator[Target]:
                     env=env,
                 )
             )
-        url = _listening(server_log, processes[-1], "server.listening")
+        url = wait_for_listening(server_log, processes[-1], time.perf_counter() + 120)
         dsn = embedded_dsn(data_dir)
         tokens = register_devices(dsn, device_plan(profile))
         sim_log = workdir / "channel-sim.log"
@@ -157,25 +150,13 @@ def own_target(profile: Profile, workdir: Path) -> Iterator[Target]:
                     env=env,
                 )
             )
-        _listening(sim_log, processes[-1], "channel_sim.listening")
+        wait_for_listening(
+            sim_log, processes[-1], time.perf_counter() + 60, event="channel_sim.listening"
+        )
         yield Target(url, dsn, tokens, sim_url, data_dir / "channel_keys.json")
     finally:
         for process in reversed(processes):
             stop_process(process)
-
-
-def _listening(log_path: Path, process: subprocess.Popen, event: str) -> str:
-    if event == "server.listening":
-        return wait_for_listening(log_path, process, time.perf_counter() + 120)
-    deadline = time.perf_counter() + 60
-    while time.perf_counter() < deadline:
-        for line in log_path.read_text().splitlines():
-            if f'"{event}"' in line:
-                return json.loads(line).get("url", "")
-        if process.poll() is not None:
-            break
-        time.sleep(0.05)
-    raise RuntimeError(f"{event} never came:\n" + log_path.read_text()[-2000:])
 
 
 def external_target(

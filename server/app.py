@@ -139,6 +139,14 @@ class Services:
         """The site's local date at ``moment``."""
         return business_date(self.catalog, moment)
 
+    def push_to_role(self, role: str, event: str, data: dict) -> None:
+        """Send ``event`` to every open connection of a device with ``role``, without waiting."""
+        if self.spawn is None:
+            return
+        for session in list(self.sessions):
+            if session.role == role:
+                self.spawn(session.push, event, data)
+
     def remember_payment(self, out_trade_no: str, order_id: str) -> None:
         """Note which order a payment attempt started here belongs to (saves a lookup)."""
         if len(self.payment_orders) >= PAYMENT_CACHE_SIZE:

@@ -20,7 +20,7 @@ import trio
 
 from actors.gates.actor import GateActor, GateEnvironment, PassageTimedOut, Settlement, settle
 from actors.tickets.actor import TicketActor, TicketEnvironment
-from actors.tickets.rules import GateView, ScanMoment, TicketState
+from actors.tickets.rules import GateView, ScanMoment, TicketState, moment_at
 from server import fanout
 from server.catalog.model import Catalog
 from server.storage import tickets as ticket_queries
@@ -111,8 +111,7 @@ class GateDesk:
             slots = {s.slot_id: (s.starts, s.ends) for s in catalog.slots}
             self._site = (catalog, ZoneInfo(catalog.timezone), slots)
         _, zone, slots = self._site
-        local = at.astimezone(zone)
-        return ScanMoment(local.date(), local.time().replace(tzinfo=None), slots)
+        return moment_at(at, zone, slots)
 
     def state_of(self, record: TicketRecord) -> TicketState:
         """A stored ticket with its product's zones and anti-passback rule."""
@@ -255,10 +254,7 @@ class GateDesk:
             if not self._occupancy_changed:
                 continue
             self._occupancy_changed = False
-            view = self.occupancy_view()
-            for session in list(self.services.sessions):
-                if session.role == "admin":
-                    self.services.spawn(session.push, "site.occupancy", view)
+            self.services.push_to_role("admin", "site.occupancy", self.occupancy_view())
 
 
 def _local_midnight(catalog: Catalog, day: date) -> datetime:

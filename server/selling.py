@@ -152,12 +152,14 @@ async def load_site(services: Services) -> None:
     """Read the catalog (seeding the demo park with ``--demo``) and the ticket keys."""
     db = services.db
     source = await db.run(site.load_catalog_source)
-    if source is None and services.config.demo:
-        catalog = parse_catalog(demo_catalog_source())
-        await db.run(site.store_catalog, demo_catalog_source(), catalog, services.clock().date())
+    catalog = None if source is None else parse_catalog(source)
+    if catalog is None and services.config.demo:
         source = demo_catalog_source()
+        catalog = parse_catalog(source)
+        today = business_date(catalog, services.clock())
+        await db.run(site.store_catalog, source, catalog, today)
         log.info("catalog.demo_loaded", extra={"site": catalog.name_en})
-    services.catalog = None if source is None else parse_catalog(source)
+    services.catalog = catalog
     if services.catalog is None:
         log.warning("catalog.none", extra={"hint": "scenic catalog load FILE, or serve --demo"})
     services.keyring = TicketKeyring(tuple(await db.run(site.ticket_keys)))

@@ -49,7 +49,8 @@ def worker_environment(config: ServerConfig) -> dict[str, str]:
     return env
 
 
-def _free_port(host: str) -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on at ``host`` right now (for processes that must share it)."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         probe.bind((host, 0))
         return probe.getsockname()[1]
@@ -62,7 +63,7 @@ async def serve_workers(config: ServerConfig) -> int:
     if dsn is None:
         embedded = EmbeddedPostgres(config.data_dir)
         dsn = await trio.to_thread.run_sync(embedded.start)
-    port = config.port or _free_port(config.host)
+    port = config.port or free_port(config.host)
     env = worker_environment(attrs.evolve(config, dsn=dsn, port=port))
     log.info("workers.starting", extra={"workers": config.workers, "port": port})
     statuses: list[int] = []

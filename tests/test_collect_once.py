@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 from functools import partial
@@ -17,6 +16,7 @@ from server.channels.keys import load_or_create_channel_keys
 from server.channels.remote import RemoteChannel
 from server.channels.signing import signed
 from server.storage import devices
+from server.workers import free_port
 from tests.helpers import running_server
 from tests.test_orders import DEVICES, adults, assert_audit_clean, settle_outbox
 
@@ -51,13 +51,6 @@ async def pay_every_order_twice(kiosks, gateways, keys, pay) -> None:
         async with trio.open_nursery() as nursery:
             for n in range(ORDERS):
                 nursery.start_soon(one, n)
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 async def assert_each_order_collected_once(db) -> None:
@@ -135,10 +128,8 @@ async def test_two_server_processes_on_one_database_still_collect_once(dsn, db, 
             "--keys",
             str(keys_file),
         )
-        with trio.fail_after(60):  # its API must listen before the servers call it
-            while '"channel_sim.listening"' not in sim_log.read_text():
-                assert sim.poll() is None, sim_log.read_text()
-                await trio.sleep(0.05)
+        # its API must listen before the servers call it
+        wait_for_listening(sim_log, sim, time.perf_counter() + 60, event="channel_sim.listening")
         urls = []
         for name, port in (("server-a", port_a), ("server-b", 0)):
             log_path, process = start(name, "serve", "--dsn", dsn, "--port", str(port))

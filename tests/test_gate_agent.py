@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import socket
-
 import trio
 
 from devices.gate_agent import AgentConfig, GateAgent
 from devices.simulators import DisplaySimulator, ScannerSimulator, TurnstileSimulator
 from devices.turnstile_protocol import OpenEntry
+from server.workers import free_port
 from tests.helpers import running_server
 from tests.test_gates import GATES, buy
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Rig:

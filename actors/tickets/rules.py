@@ -14,7 +14,7 @@ leaving clears its "inside" flag so anti-passback lets it in again.
 
 from __future__ import annotations
 
-from datetime import date, time, timedelta
+from datetime import date, datetime, time, timedelta, tzinfo
 
 import attrs
 
@@ -94,6 +94,12 @@ class ScanMoment:
     today: date
     local_time: time
     slots: dict[str, tuple[time, time]] = attrs.field(factory=dict)
+
+
+def moment_at(at: datetime, zone: tzinfo, slots: dict[str, tuple[time, time]]) -> ScanMoment:
+    """The :class:`ScanMoment` of ``at`` at a site in time zone ``zone``."""
+    local = at.astimezone(zone)
+    return ScanMoment(local.date(), local.time().replace(tzinfo=None), slots)
 
 
 @attrs.frozen

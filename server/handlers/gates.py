@@ -223,9 +223,7 @@ def register(table: OpTable) -> None:
             },
         )
         data = {"gate": ctx.device_id, **args, "at": services.clock().timestamp()}
-        for session in list(services.sessions):
-            if session.role == "admin":
-                services.spawn(session.push, "gate.fault", data)
+        services.push_to_role("admin", "gate.fault", data)
         return {}
 
     @table.op(
