@@ -119,14 +119,11 @@ class Scenario:
             began = trio.current_time()
             with trio.move_on_at(began + self.profile.duration_s + GRACE_S):
                 async with trio.open_nursery() as streams:
-                    streams.start_soon(self._arrivals, "sale", self._sales_rate, self._sale, began)
+                    streams.start_soon(self._arrivals, self._sales_rate, self._sale, began)
                     for gate_id, gate in self.gates:
                         streams.start_soon(
                             self._arrivals,
-                            f"scan:{gate_id}",
-                            lambda t: (
-                                self.profile.scans_per_gate_per_s * self.profile.multiplier(t)
-                            ),
+                            self._scan_rate,
                             lambda at, g=gate_id, c=gate: self._scan(g, c, at),
                             began,
                         )
@@ -135,7 +132,10 @@ class Scenario:
     def _sales_rate(self, elapsed_s: float) -> float:
         return self.profile.orders_per_s * self.profile.multiplier(elapsed_s)
 
-    async def _arrivals(self, name, rate_at, start, began: float) -> None:
+    def _scan_rate(self, elapsed_s: float) -> float:
+        return self.profile.scans_per_gate_per_s * self.profile.multiplier(elapsed_s)
+
+    async def _arrivals(self, rate_at, start, began: float) -> None:
         """Start ``start(at)`` at Poisson arrival times with rate ``rate_at(elapsed)``."""
         limit = trio.CapacityLimiter(MAX_IN_FLIGHT)
         end = began + self.profile.duration_s

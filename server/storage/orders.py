@@ -258,7 +258,7 @@ async def write_events(
         and len(events) == 2
         and isinstance(events[0], PaymentCaptured)
         and isinstance(events[1], TicketsIssued)
-    ):
+    ):  # a capture always issues its tickets: the two are one statement
         await _write_capture(conn, before, events[0], events[1])
         return
     if before is not None:
@@ -311,34 +311,8 @@ async def _write_event(
             event.at,
             after.device_id,
         )
-    elif isinstance(event, PaymentCaptured):
-        # One round trip: the confirmation, its attempt and its order together.
-        await conn.execute(
-            """with confirmed as (
-                 insert into payment_confirmations (channel, channel_txn_id, out_trade_no,
-                     order_id, amount_fen, paid_at, received_at, captured)
-                 values ($1, $2, $3, $4, $5, $6, $7, true)),
-               attempt as (
-                 update payments set state = 'captured' where out_trade_no = $3)
-               update orders set status = 'paid', paid_at = $7
-                where order_id = $4 and status = 'pending'""",
-            event.channel,
-            event.channel_txn_id,
-            event.out_trade_no,
-            event.order_id,
-            event.amount_fen,
-            event.paid_at,
-            event.at,
-        )
-    elif isinstance(event, TicketsIssued):
-        await conn.executemany(
-            """insert into tickets (ticket_id, order_id, product_id, visit_date, slot,
-                                    entries_allowed, price_fen, status, issued_at, code)
-               values ($1, $2, $3, $4, $5, $6, $7, 'valid', $8, $9)""",
-            [_ticket_row(event.order_id, ticket, event.at) for ticket in event.tickets],
-        )
     elif isinstance(event, DuplicatePaymentRefunding):
-        await _confirmation(conn, event, captured=False)
+        await _uncaptured_confirmation(conn, event)
         await conn.execute(
             "update payments set state = 'refunding' where out_trade_no = $1 and state = 'started'",
             event.out_trade_no,
@@ -457,27 +431,13 @@ async def _write_capture(
         raise StaleOrder(f"order {before.order_id} changed since version {before.version}")
 
 
-def _ticket_row(order_id: str, ticket: IssuedTicket, at: datetime) -> tuple:
-    return (
-        ticket.ticket_id,
-        order_id,
-        ticket.product_id,
-        ticket.visit_date,
-        ticket.slot,
-        ticket.entries_allowed,
-        ticket.price_fen,
-        at,
-        ticket.code,
-    )
-
-
-async def _confirmation(
-    conn: asyncpg.Connection, event: PaymentCaptured | DuplicatePaymentRefunding, *, captured: bool
+async def _uncaptured_confirmation(
+    conn: asyncpg.Connection, event: DuplicatePaymentRefunding
 ) -> None:
     await conn.execute(
         """insert into payment_confirmations (channel, channel_txn_id, out_trade_no, order_id,
                                               amount_fen, paid_at, received_at, captured)
-           values ($1, $2, $3, $4, $5, $6, $7, $8)""",
+           values ($1, $2, $3, $4, $5, $6, $7, false)""",
         event.channel,
         event.channel_txn_id,
         event.out_trade_no,
@@ -485,7 +445,6 @@ async def _confirmation(
         event.amount_fen,
         event.paid_at,
         event.at,
-        captured,
     )
 
 
