@@ -147,10 +147,7 @@ class Registry:
         if key[0] in self._inline_kinds:
             return await self._ask_inline(key, command, timeout)
         letter = _Letter(command)
-        try:
-            self._cell(key).send.send_nowait(letter)
-        except trio.WouldBlock:
-            raise Overloaded(f"{key[0]} {key[1]} is busy; try again shortly") from None
+        self._post(key, letter)
         try:
             with trio.fail_after(timeout):
                 await letter.done.wait()
@@ -212,6 +209,9 @@ class Registry:
             raise TypeError(f"{key[0]} actors run inline: ask them")
         letter = _Letter(command)
         letter.told = True
+        self._post(key, letter)
+
+    def _post(self, key: ActorKey, letter: _Letter) -> None:
         try:
             self._cell(key).send.send_nowait(letter)
         except trio.WouldBlock:

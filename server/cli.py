@@ -16,10 +16,9 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import attrs
 import trio
@@ -34,6 +33,7 @@ from server.config import ServerConfig
 from server.errors import ScenicError
 from server.logs import configure_logging
 from server.ops import ROLES
+from server.selling import TicketKeyring, business_date
 from server.storage import devices, site
 from server.storage.database import Database, open_database
 from server.storage.embedded import EmbeddedPostgres
@@ -251,7 +251,7 @@ async def _catalog_load(db: Database, args: argparse.Namespace) -> int:
         print(f"scenic: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 1
     catalog = parse_catalog(source)  # raises bad_catalog naming the entry
-    today = datetime.now(ZoneInfo(catalog.timezone)).date()
+    today = business_date(catalog, datetime.now(UTC))
     overbooked = await db.run(site.store_catalog, source, catalog, today)
     print(
         f"catalog of {catalog.name_en} on sale: {len(catalog.products)} products, "
@@ -293,7 +293,7 @@ async def _audit(db: Database, args: argparse.Namespace) -> int:
 @_with_database
 async def _keys_list(db: Database, args: argparse.Namespace) -> int:
     rows = await db.run(site.ticket_keys)
-    current = [row.key_id for row in rows if row.retired_at is None][-1]
+    current = TicketKeyring(tuple(rows)).current.key_id
     print(f"{'KEY':<8} {'CREATED (UTC)':<20} STATUS")
     for row in rows:
         status = "retired " + _when(row.retired_at) if row.retired_at else "accepted"
