@@ -31,6 +31,7 @@ from pathlib import Path
 import attrs
 import trio
 
+from actors.tickets.rules import refused
 from clients.client import Client, ConnectionLost, RemoteError, connect
 from devices.display import Display, open_display
 from devices.errors import DeviceError
@@ -252,11 +253,12 @@ class GateAgent:
             if exc.code in ("overloaded", "timeout", "internal"):
                 return None
             # A refusal of the request itself (bad clock, code too long): deny, journal nothing.
+            denied = refused("forged")
             return {
                 "granted": False,
-                "reason": "forged",
-                "text_zh": "无效票码",
-                "text_en": "Invalid code",
+                "reason": denied.reason,
+                "text_zh": denied.text_zh,
+                "text_en": denied.text_en,
                 "entries_left": None,
             }
         except (ConnectionLost, trio.TooSlowError):
@@ -264,18 +266,21 @@ class GateAgent:
 
     def _judge_offline(self, scan_id: str, code: str, at: datetime, direction: str):
         if self.snapshot is None:  # never talked to the server: nothing to judge with
-            verdict_reason, granted, ticket_id, left, consumed = "unknown", False, None, None, False
-            texts = ("查无此票", "Unknown ticket")
+            verdict, ticket_id = refused("unknown"), None
         else:
             verdict, ticket_id = decide_offline(code, self.snapshot, self.use, direction, at)
-            granted, verdict_reason, left = verdict.granted, verdict.reason, verdict.entries_left
-            consumed, texts = verdict.consumed, (verdict.text_zh, verdict.text_en)
-        self.journal.scan(scan_id, code, at, direction, granted, verdict_reason, ticket_id)
-        return (
-            ScanResult(scan_id, code, granted, verdict_reason, *texts, left, False),
-            ticket_id,
-            consumed,
+        self.journal.scan(scan_id, code, at, direction, verdict.granted, verdict.reason, ticket_id)
+        result = ScanResult(
+            scan_id,
+            code,
+            verdict.granted,
+            verdict.reason,
+            verdict.text_zh,
+            verdict.text_en,
+            verdict.entries_left,
+            False,
         )
+        return result, ticket_id, verdict.consumed
 
     async def _show(self, result: ScanResult) -> None:
         if self._display is None:
