@@ -14,8 +14,15 @@ import secrets
 
 
 def new_token() -> str:
-    """A fresh device token (43 URL-safe characters)."""
-    return secrets.token_urlsafe(32)
+    """A fresh device token: 43 URL-safe characters (``A-Z a-z 0-9 - _``), never starting with ``-``.
+
+    A leading ``-`` would make ``--token T`` look like an option to a command
+    line parser, so such draws are drawn again.
+    """
+    while True:
+        token = secrets.token_urlsafe(32)
+        if not token.startswith("-"):
+            return token
 
 
 def hash_token(token: str) -> bytes:
