@@ -118,8 +118,8 @@ class Services:
     spawn: Callable[..., None] | None = None
     #: tells this server's notices to the others from theirs (server/fanout.py)
     instance_id: str = attrs.field(factory=lambda: secrets.token_hex(6))
-    #: out_trade_no -> order id of payments started by this process, oldest first
-    payment_orders: dict[str, str] = attrs.field(factory=dict)
+    #: out_trade_no -> (order id, amount asked) of payments started here, oldest first
+    payment_orders: dict[str, order_queries.PaymentAttempt] = attrs.field(factory=dict)
     shutting_down: bool = False
 
     def current_catalog(self) -> Catalog:
@@ -139,26 +139,32 @@ class Services:
         """The site's local date at ``moment``."""
         return business_date(self.catalog, moment)
 
-    def push_to_role(self, role: str, event: str, data: dict) -> None:
-        """Send ``event`` to every open connection of a device with ``role``, without waiting."""
+    def push_to_role(self, role: str, event: str, data: dict, *, local: bool = True) -> None:
+        """Send ``event`` to every open connection of a device with ``role``, without waiting.
+
+        With ``local`` false the other server processes sharing the database
+        push it to theirs too (``data`` must then be small: it travels by NOTIFY).
+        """
         if self.spawn is None:
             return
         for session in list(self.sessions):
             if session.role == role:
                 self.spawn(session.push, event, data)
+        if not local:
+            fanout.publish(self, {"kind": event, "role": role, "data": data})
 
-    def remember_payment(self, out_trade_no: str, order_id: str) -> None:
-        """Note which order a payment attempt started here belongs to (saves a lookup)."""
+    def remember_payment(self, out_trade_no: str, order_id: str, amount_fen: int) -> None:
+        """Note a payment attempt started here: its order and the amount asked (saves a lookup)."""
         if len(self.payment_orders) >= PAYMENT_CACHE_SIZE:
             self.payment_orders.pop(next(iter(self.payment_orders)))
-        self.payment_orders[out_trade_no] = order_id
+        self.payment_orders[out_trade_no] = order_queries.PaymentAttempt(order_id, amount_fen)
 
-    async def order_of_payment(self, out_trade_no: str) -> str | None:
-        """The order of payment attempt ``out_trade_no``: remembered, or from the database."""
-        order_id = self.payment_orders.get(out_trade_no)
-        if order_id is None:
-            order_id = await self.db.run(order_queries.order_of_payment, out_trade_no)
-        return order_id
+    async def payment_attempt(self, out_trade_no: str) -> order_queries.PaymentAttempt | None:
+        """The order and amount asked of attempt ``out_trade_no`` (remembered, or from storage)."""
+        attempt = self.payment_orders.get(out_trade_no)
+        if attempt is None:
+            attempt = await self.db.run(order_queries.payment_attempt, out_trade_no)
+        return attempt
 
     def push_to_device(
         self,

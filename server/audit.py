@@ -3,12 +3,20 @@
 ``scenic audit`` runs every check and exits non-zero when one fails, naming
 the offending rows. The checks read only; they are safe against a live
 server (each runs in one repeatable-read snapshot so they see one moment).
+Money still owed fails the audit too: every refund the channel refused for
+good, and every refund unconfirmed for longer than a bound (10 minutes
+unless told otherwise), until a person settles it.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import asyncpg
 import attrs
+
+#: how long a refund may stay unconfirmed before the audit names it
+REFUND_BOUND = timedelta(minutes=10)
 
 
 @attrs.frozen
@@ -18,6 +26,8 @@ class AuditCheck:
     name: str
     promise: str
     sql: str
+    #: the SQL takes ``$1``, the refund bound (an interval)
+    takes_bound: bool = False
 
 
 @attrs.frozen
@@ -94,9 +104,29 @@ CHECKS = (
         "pending_refunds_in_outbox",
         "every unconfirmed refund has an outbox entry that will deliver it",
         """select r.out_refund_no, r.order_id, r.amount_fen from refunds r
-            where r.confirmed_at is null and not exists (
-                  select 1 from outbox b where b.dedupe_key = 'refund:' || r.out_refund_no)
+            where r.confirmed_at is null and r.failed_at is null and not exists (
+                  select 1 from outbox b where b.dedupe_key = 'refund:' || r.out_refund_no
+                     and b.failed_at is null)
             limit 100""",
+    ),
+    AuditCheck(
+        "no_failed_refunds",
+        "no refund was refused for good by its channel (the money is still owed)",
+        """select r.out_refund_no, r.order_id, r.channel, r.out_trade_no, r.amount_fen,
+                  r.failed_at, r.failure
+             from refunds r where r.failed_at is not null and r.confirmed_at is null
+            order by r.failed_at limit 100""",
+    ),
+    AuditCheck(
+        "refunds_confirmed_in_time",
+        "every refund is confirmed by its channel within the bound of being asked",
+        """select r.out_refund_no, r.order_id, r.channel, r.amount_fen, r.requested_at,
+                  b.attempts, b.last_error
+             from refunds r left join outbox b on b.dedupe_key = 'refund:' || r.out_refund_no
+            where r.confirmed_at is null and r.failed_at is null
+              and r.requested_at < now() - $1::interval
+            order by r.requested_at limit 100""",
+        takes_bound=True,
     ),
     AuditCheck(
         "paid_orders_have_tickets",
@@ -157,12 +187,19 @@ CHECKS = (
 )
 
 
-async def run_audit(conn: asyncpg.Connection) -> list[AuditResult]:
-    """Run every check in one read-only snapshot; returns each check's offenders."""
+async def run_audit(
+    conn: asyncpg.Connection, refund_bound: timedelta = REFUND_BOUND
+) -> list[AuditResult]:
+    """Run every check in one read-only snapshot; returns each check's offenders.
+
+    ``refund_bound``: how long a refund may wait for its channel's
+    confirmation before ``refunds_confirmed_in_time`` names it.
+    """
     results = []
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         for check in CHECKS:
-            rows = await conn.fetch(check.sql)
+            args = (refund_bound,) if check.takes_bound else ()
+            rows = await conn.fetch(check.sql, *args)
             results.append(AuditResult(check, tuple(_plain(dict(row)) for row in rows)))
     return results
 

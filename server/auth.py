@@ -14,7 +14,7 @@ import secrets
 
 
 def new_token() -> str:
-    """A fresh device token: 43 URL-safe characters (``A-Z a-z 0-9 - _``), never starting with ``-``.
+    """A fresh device token: 43 URL-safe characters (``A-Z a-z 0-9 - _``), never ``-`` first.
 
     A leading ``-`` would make ``--token T`` look like an option to a command
     line parser, so such draws are drawn again.

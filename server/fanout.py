@@ -54,6 +54,20 @@ def refunded_data(order: Order, out_refund_no: str) -> dict[str, Any]:
     }
 
 
+def refund_failed_data(order: Order, event: Any) -> dict[str, Any]:
+    """The ``refund.failed`` event (to admins) of a refund the channel refused for good."""
+    refund = order.refunds[event.out_refund_no]
+    return {
+        "order": order.order_id,
+        "out_refund_no": refund.out_refund_no,
+        "out_trade_no": refund.out_trade_no,
+        "channel": refund.channel,
+        "amount_fen": refund.amount_fen,
+        "reason": refund.reason,
+        "failure": event.failure,
+    }
+
+
 def publish(services: Services, notice: dict[str, Any]) -> None:
     """Tell the other processes, without waiting (a task in the background nursery)."""
     if services.spawn is not None:
@@ -81,6 +95,9 @@ async def listen(services: Services) -> None:
 
 async def _receive(services: Services, notice: dict[str, Any]) -> None:
     kind = notice["kind"]
+    if "role" in notice:  # an event for every connection of a role (small data travels whole)
+        services.push_to_role(notice["role"], kind, notice["data"], local=True)
+        return
     if kind == "gate.mode":
         services.gates.modes[notice["gate"]] = notice["mode"]
         services.push_to_device(

@@ -31,22 +31,23 @@ from actors.orders.domain import (
     OrderExpired,
     PaymentCaptured,
     RefundConfirmed,
+    RefundFailed,
     TicketsIssued,
     TicketsRefunding,
 )
 from actors.tickets.codes import Entitlement, SiteKey, make_code, ticket_id_of
 from server.catalog.model import Catalog, parse_catalog
 from server.channels.adapter import ChannelAdapter
-from server.channels.keys import load_or_create_channel_keys
+from server.channels.keys import check_fingerprints, fingerprints, load_or_create_channel_keys
 from server.channels.notifier import Notifier, NotifyPolicy
 from server.channels.remote import RemoteChannel
 from server.channels.simulator import ChannelSimulator, CounterChannel, SimulatedChannel
 from server.config import ServerConfig
 from server.errors import ScenicError
 from server.expiry import ExpiryWatcher
-from server.fanout import order_paid_data, refunded_data
+from server.fanout import order_paid_data, refund_failed_data, refunded_data
 from server.outbox import OutboxWorker
-from server.storage import site
+from server.storage import channel_keys, site
 from server.storage.tickets import TicketRecord
 
 if TYPE_CHECKING:
@@ -149,8 +150,15 @@ def build_channels(
 
 
 async def load_site(services: Services) -> None:
-    """Read the catalog (seeding the demo park with ``--demo``) and the ticket keys."""
+    """Check the merchant keys; read the catalog (seeding the demo park) and the ticket keys.
+
+    Raises :class:`~server.channels.keys.BadChannelKeys` when this server's
+    merchant keys are not the ones recorded by the first server on the database.
+    """
     db = services.db
+    path = services.config.channel_keys_path
+    ours = fingerprints(load_or_create_channel_keys(path))
+    check_fingerprints(path, ours, await db.run(channel_keys.record_or_compare, ours))
     source = await db.run(site.load_catalog_source)
     catalog = None if source is None else parse_catalog(source)
     if catalog is None and services.config.demo:
@@ -220,6 +228,10 @@ async def order_committed(services: Services, outcome: OrderOutcome) -> None:
                 refunded_data(order, event.out_refund_no),
                 notice={"order": order.order_id, "out_refund_no": event.out_refund_no},
             )
+        elif isinstance(event, RefundFailed):
+            services.push_to_role(
+                "admin", "refund.failed", refund_failed_data(order, event), local=False
+            )
         elif isinstance(
             event, DuplicatePaymentRefunding | TicketsRefunding | OrderCancelled | OrderExpired
         ):
@@ -251,28 +263,37 @@ async def run_selling(
         services.clock, ask, lambda: services.db.run(site.pending_orders)
     )
     services.outbox = OutboxWorker(
-        services.db.run,
+        services.db,
         services.channels.adapters,
         ask,
         services.clock,
         idle_poll_s=services.config.outbox_poll_s,
     )
-    async with AsyncExitStack() as remotes, trio.open_nursery() as workers:
+    async with AsyncExitStack() as remotes:
+        # The remote channels' nurseries enclose the workers' (they outlive every user).
         for adapter in services.channels.adapters.values():
             if isinstance(adapter, RemoteChannel):
                 await remotes.enter_async_context(adapter)
-        await workers.start(services.expiry.run)
-        workers.start_soon(services.outbox.run)
-        workers.start_soon(_reload_catalog_on_notice, services)
-        workers.start_soon(_reload_keys_on_notice, services)
-        workers.start_soon(services.gates.run_timers)
-        workers.start_soon(services.gates.push_occupancy)
-        channels = services.channels
-        for name, simulator in channels.simulators.items():
-            notifier = Notifier(deliver, simulator.secret, services.clock, channels.notify_policy)
-            channels.notifiers[name] = notifier
-            workers.start_soon(notifier.run)
-        task_status.started()
+        async with trio.open_nursery() as workers:
+            await _start_workers(services, workers, deliver)
+            task_status.started()
+
+
+async def _start_workers(
+    services: Services, workers: trio.Nursery, deliver: Callable[[dict[str, Any]], Any]
+) -> None:
+    """Start the selling workers in ``workers``; returns once pending orders are loaded."""
+    await workers.start(services.expiry.run)
+    workers.start_soon(services.outbox.run)
+    workers.start_soon(_reload_catalog_on_notice, services)
+    workers.start_soon(_reload_keys_on_notice, services)
+    workers.start_soon(services.gates.run_timers)
+    workers.start_soon(services.gates.push_occupancy)
+    channels = services.channels
+    for name, simulator in channels.simulators.items():
+        notifier = Notifier(deliver, simulator.secret, services.clock, channels.notify_policy)
+        channels.notifiers[name] = notifier
+        workers.start_soon(notifier.run)
 
 
 async def _reload_catalog_on_notice(services: Services) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -15,6 +17,7 @@ import trio
 
 from server.app import run_server, utc_now
 from server.auth import hash_token, new_token
+from server.channels.adapter import QR_CHANNELS
 from server.channels.keys import load_or_create_channel_keys
 from server.channels.notifier import NotifyPolicy
 from server.config import ServerConfig
@@ -53,14 +56,19 @@ async def running_server(
     """Register ``device_roles`` ({id: role}), run a server on a free port, stop it on exit.
 
     The server sells the demo park and simulates WeChat Pay and Alipay
-    in-process, with merchant keys in a temporary directory.
+    in-process, with merchant keys in a temporary directory: the same keys
+    for every server on one test database (they are drawn from the DSN), as
+    servers sharing a database must have.
     """
     tokens = {}
     for device_id, role in device_roles.items():
         tokens[device_id] = new_token()
         await devices.add_device(db, device_id, role, hash_token(tokens[device_id]))
     keys_dir = Path(tempfile.mkdtemp(prefix="scenic-test-keys-"))
-    config_overrides.setdefault("channel_keys", keys_dir / "channel_keys.json")
+    if "channel_keys" not in config_overrides:
+        config_overrides["channel_keys"] = keys_dir / "channel_keys.json"
+        keys = {name: hashlib.sha256(f"{dsn}|{name}".encode()).hexdigest() for name in QR_CHANNELS}
+        config_overrides["channel_keys"].write_text(json.dumps(keys))
     config_overrides.setdefault("demo", True)
     config = ServerConfig(
         host="127.0.0.1",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, date, datetime, timedelta
 
+import attrs
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -17,6 +18,7 @@ from actors.orders.domain import (
     CreateOrder,
     DuplicatePaymentRefunding,
     ExpireOrder,
+    FailRefund,
     OrderCreated,
     OrderLine,
     OrderRefused,
@@ -214,6 +216,51 @@ def test_refund_confirmation_is_idempotent():
         decide(order, ConfirmRefund("nope", T0))
 
 
+def test_a_confirmed_duplicate_reads_refunded_and_a_refused_one_refund_failed():
+    order, _ = apply(started(started(created()), "t-2", "alipay"), confirm())
+    order, events = apply(order, confirm("t-2", "alipay", "ali-1", amount=TOTAL))
+    refund_no = events[0].out_refund_no
+    assert order.payments["t-2"].state == "refunding"
+    assert order.payments["t-2"].collected_fen == TOTAL
+    assert order.refunds[refund_no].payment_fen == TOTAL
+    failed, events = apply(order, FailRefund(refund_no, "refund_exceeds_payment: no", T0))
+    assert failed.payments["t-2"].state == "refund_failed"
+    assert failed.refunds[refund_no].state == "failed"
+    assert failed.refunds[refund_no].failure == "refund_exceeds_payment: no"
+    assert decide(failed, FailRefund(refund_no, "again", T0)) == []  # once
+    confirmed, _ = apply(failed, ConfirmRefund(refund_no, T0))  # settled by hand after all
+    assert confirmed.payments["t-2"].state == "refunded"
+    assert (confirmed.refunds[refund_no].state, confirmed.refunds[refund_no].failure) == (
+        "confirmed",
+        None,
+    )
+    with pytest.raises(OrderRefused) as refused:
+        decide(confirmed, FailRefund(refund_no, "late", T0))
+    assert refused.value.code == "refund_settled"
+    assert confirmed.payments["t-1"].state == "captured"  # the capture is untouched
+
+
+def test_a_staff_refund_settling_leaves_the_captured_payment_captured():
+    order, _ = apply(started(created()), confirm())
+    child = order.tickets[-1].ticket_id
+    order, _ = apply(order, RefundTickets((child,), "ill", "counter-1", "rf-s1", T0))
+    assert order.refunds["rf-s1"].payment_fen == TOTAL
+    order, _ = apply(order, FailRefund("rf-s1", "not_found: no such payment", T0))
+    assert order.payments["t-1"].state == "captured"
+    assert order.refunds["rf-s1"].state == "failed"
+
+
+def test_a_flagged_notification_keeps_the_amount_it_claimed_beside_what_was_collected():
+    order = started(created())
+    command = attrs.evolve(confirm(amount=TOTAL), notified_fen=TOTAL + 7)
+    order, events = apply(order, command)
+    assert isinstance(events[0], PaymentCaptured) and events[0].notified_fen == TOTAL + 7
+    assert (order.payments["t-1"].collected_fen, order.payments["t-1"].notified_fen) == (
+        TOTAL,
+        TOTAL + 7,
+    )
+
+
 class OrderMachine(RuleBasedStateMachine):
     """Interleave every command; after each step the money invariants hold."""
 
@@ -291,6 +338,38 @@ class OrderMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def confirm_refund(self, data):
         self.run(ConfirmRefund(data.draw(st.sampled_from(sorted(self.order.refunds))), self.now))
+
+    @precondition(lambda self: self.order.refunds)
+    @rule(data=st.data())
+    def channel_refuses_refund(self, data):
+        refund_no = data.draw(st.sampled_from(sorted(self.order.refunds)))
+        self.run(FailRefund(refund_no, "refund_exceeds_payment: no", self.now))
+
+    @invariant()
+    def a_refund_is_confirmed_or_failed_never_both(self):
+        for refund in self.order.refunds.values():
+            assert not (refund.confirmed and refund.failure is not None)
+
+    @invariant()
+    def a_duplicates_attempt_state_follows_its_refund(self):
+        for refund in self.order.refunds.values():
+            attempt = self.order.payments[refund.out_trade_no]
+            if refund.staff or attempt.state == "captured":
+                continue
+            expected = {"confirmed": "refunded", "failed": "refund_failed"}.get(
+                refund.state, "refunding"
+            )
+            if (
+                len(
+                    [
+                        r
+                        for r in self.order.refunds.values()
+                        if r.out_trade_no == refund.out_trade_no
+                    ]
+                )
+                == 1
+            ):
+                assert attempt.state == expected
 
     @invariant()
     def collected_at_most_once(self):

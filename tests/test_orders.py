@@ -335,7 +335,7 @@ async def test_a_gate_may_not_sell(dsn, db):
     assert refused.value.code == "forbidden"
 
 
-async def test_a_notification_for_an_unknown_payment_is_not_found(dsn, db):
+async def test_a_notification_for_an_unknown_payment_is_unknown_payment(dsn, db):
     async with running_server(dsn, db, DEVICES) as server:
         async with connect(server.url, "wechat-gw", server.tokens["wechat-gw"]) as gateway:
             fields = {
@@ -349,7 +349,7 @@ async def test_a_notification_for_an_unknown_payment_is_not_found(dsn, db):
                 await gateway.request(
                     "payment.notify", **signed(fields, server.channel_keys["wechat"], time.time())
                 )
-    assert refused.value.code == "not_found"
+    assert refused.value.code == "unknown_payment"  # as docs/protocol.md lists it
 
 
 async def test_the_readme_story_runs(dsn, db, capsys):

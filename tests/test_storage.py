@@ -168,3 +168,42 @@ async def test_servers_starting_together_agree_on_the_first_site_key(db):
         for _ in range(4):
             nursery.start_soon(start)
     assert len(set(seen)) == 1 and len(seen[0]) == 1
+
+
+async def test_a_write_that_meets_a_deadlock_is_run_again_not_failed(db):
+    """Two batches lock two rows in opposite orders: PostgreSQL kills one as a deadlock;
+    its write is run again once the other committed, and both waiters get their answer."""
+    import asyncio
+
+    await db.execute("CREATE TABLE t (k text PRIMARY KEY, v int NOT NULL)")
+    await db.execute("INSERT INTO t VALUES ('a', 0), ('b', 0)")
+    first_rows_locked = None
+    attempts = {"x": 0, "y": 0}
+
+    def crossing(name, first, second):
+        async def write(conn):
+            nonlocal first_rows_locked
+            if first_rows_locked is None:  # made on the database's own event loop
+                first_rows_locked = asyncio.Barrier(2)
+            attempts[name] += 1
+            await conn.execute("UPDATE t SET v = v + 1 WHERE k = $1", first)
+            if attempts[name] == 1:
+                async with asyncio.timeout(10):
+                    await first_rows_locked.wait()
+            await conn.execute("UPDATE t SET v = v + 1 WHERE k = $1", second)
+            return name
+
+        return write
+
+    async with open_group_committer(db, max_delay_s=0.001, max_batch=1) as committer:
+        async with trio.open_nursery() as nursery:
+            results = []
+
+            async def submit(write):
+                results.append(await committer.submit(write))
+
+            nursery.start_soon(submit, crossing("x", "a", "b"))
+            nursery.start_soon(submit, crossing("y", "b", "a"))
+    assert sorted(results) == ["x", "y"]
+    assert sorted(attempts.values()) == [1, 2]  # one of them met the deadlock and ran again
+    assert {r["k"]: r["v"] for r in await db.fetch("SELECT k, v FROM t")} == {"a": 2, "b": 2}

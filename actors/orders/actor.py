@@ -34,7 +34,13 @@ from actors.orders.domain import (
 )
 from server.catalog.model import WHOLE_DAY
 from server.ids import new_ticket_id
-from server.storage.orders import CapacityLimits, StaleOrder, load_order, write_events
+from server.storage.orders import (
+    CapacityLimits,
+    StaleOrder,
+    ensure_capacity_rows,
+    load_order,
+    write_events,
+)
 
 log = logging.getLogger("scenic.actors.order")
 
@@ -61,6 +67,8 @@ class OrderEnvironment:
     committed: Callable[[OrderOutcome], Awaitable[None]]
     #: the code printed on an issued ticket's QR (made with the site's current key)
     code_of: Callable[[IssuedTicket], str]
+    #: (date, slot) pairs whose capacity row is known to exist
+    known_capacity: set = attrs.field(factory=set)
 
 
 class OrderActor:
@@ -131,7 +139,10 @@ class OrderActor:
         for event in events:
             state = evolve(state, event)
             states.append(state)
-        limits = self._capacity_limits(states[-1]) if isinstance(command, CreateOrder) else None
+        limits = None
+        if isinstance(command, CreateOrder):
+            limits = self._capacity_limits(states[-1])
+            await self._ensure_capacity_rows(limits)
         write = partial(write_events, before=self.order, events=events, after=states)
         try:
             await self.env.submit(partial(_write, write, limits))
@@ -150,6 +161,12 @@ class OrderActor:
             return event
         tickets = tuple(attrs.evolve(t, code=self.env.code_of(t)) for t in event.tickets)
         return attrs.evolve(event, tickets=tickets)
+
+    async def _ensure_capacity_rows(self, limits: CapacityLimits) -> None:
+        new = {pair: limit for pair, limit in limits.items() if pair not in self.env.known_capacity}
+        if new:
+            await self.env.run(ensure_capacity_rows, new)
+            self.env.known_capacity.update(new)
 
     def _capacity_limits(self, order: Order) -> CapacityLimits:
         pairs = {(line.visit_date, line.slot or WHOLE_DAY) for line in order.lines}

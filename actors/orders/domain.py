@@ -14,9 +14,11 @@ collected once*:
   after expiry or cancel, the wrong amount) is **recorded and refunded in
   full** by its own channel, with a fresh ``out_refund_no``.
 
-Staff refunds of unused tickets and the channel's confirmation of refunds go
-through the same machine. :func:`decide` says what a command means for the
-current state (raising :class:`OrderRefused` when it must not happen);
+Staff refunds of unused tickets, the channel's confirmation of refunds and
+its final refusal of one (a refund that can never succeed is marked failed,
+never retried for ever) go through the same machine. :func:`decide` says
+what a command means for the current state (raising :class:`OrderRefused`
+when it must not happen);
 :func:`evolve` applies an event. Neither reads a clock or draws a random
 number: times and new ids come in with the command.
 """
@@ -134,6 +136,9 @@ class ConfirmPayment:
     at: datetime
     ticket_ids: tuple[str, ...]
     out_refund_no: str
+    #: what the notification said when the channel's own query said ``amount_fen``
+    #: instead (the query decides; the disagreement is kept and flagged)
+    notified_fen: int | None = None
 
 
 @attrs.frozen
@@ -169,6 +174,15 @@ class ConfirmRefund:
     at: datetime
 
 
+@attrs.frozen
+class FailRefund:
+    """The channel refused a refund for good (``failure``: its code and message)."""
+
+    out_refund_no: str
+    failure: str
+    at: datetime
+
+
 Command = (
     CreateOrder
     | StartPayment
@@ -177,6 +191,7 @@ Command = (
     | ExpireOrder
     | RefundTickets
     | ConfirmRefund
+    | FailRefund
 )
 
 # --- events --------------------------------------------------------------
@@ -217,6 +232,8 @@ class PaymentCaptured:
     amount_fen: int
     paid_at: datetime
     at: datetime
+    #: the notification's amount when the channel's query disagreed (flagged)
+    notified_fen: int | None = None
 
 
 @attrs.frozen
@@ -241,6 +258,8 @@ class DuplicatePaymentRefunding:
     out_refund_no: str
     reason: RefundReason
     at: datetime
+    #: the notification's amount when the channel's query disagreed (flagged)
+    notified_fen: int | None = None
 
 
 @attrs.frozen
@@ -283,6 +302,16 @@ class RefundConfirmed:
     at: datetime
 
 
+@attrs.frozen
+class RefundFailed:
+    """The channel refused a refund for good; the money is still owed to the visitor."""
+
+    order_id: str
+    out_refund_no: str
+    failure: str
+    at: datetime
+
+
 Event = (
     OrderCreated
     | PaymentStarted
@@ -293,6 +322,7 @@ Event = (
     | OrderExpired
     | TicketsRefunding
     | RefundConfirmed
+    | RefundFailed
 )
 
 # --- state ---------------------------------------------------------------
@@ -300,14 +330,26 @@ Event = (
 
 @attrs.frozen
 class PaymentRecord:
-    """What the order knows of one payment attempt."""
+    """What the order knows of one payment attempt.
+
+    ``amount_fen`` is what was asked (the order's total when the attempt
+    started); ``collected_fen`` what the channel collected under it (``None``
+    until it confirmed a payment). ``state``: ``started``, ``captured`` (it
+    pays the order), ``refunding`` (to be given back in full), ``refunded``
+    (the channel confirmed that refund), ``refund_failed`` (the channel
+    refused that refund for good). ``notified_fen`` is set only when a
+    notification claimed another amount than the channel's query showed
+    collected: a flag for a person to look at.
+    """
 
     out_trade_no: str
     channel: str
     amount_fen: int
     started_at: datetime
     channel_txn_id: str | None = None
-    state: str = "started"  # started | captured | refunding | refunded
+    state: str = "started"
+    collected_fen: int | None = None
+    notified_fen: int | None = None
 
 
 @attrs.frozen
@@ -324,6 +366,17 @@ class RefundRecord:
     #: a staff refund of tickets, as opposed to the refund of a duplicate payment
     staff: bool = False
     confirmed: bool = False
+    #: what the channel collected in that transaction (a refund's ``total_fen``)
+    payment_fen: int = 0
+    #: the channel's final refusal (code: message), or ``None``
+    failure: str | None = None
+
+    @property
+    def state(self) -> str:
+        """``pending`` (asked, not yet confirmed), ``confirmed`` or ``failed``."""
+        if self.confirmed:
+            return "confirmed"
+        return "failed" if self.failure is not None else "pending"
 
 
 @attrs.frozen
@@ -369,7 +422,7 @@ def decide(order: Order | None, command: Command) -> list[Event]:
     :class:`OrderRefused` with a stable code when the command must not
     happen: ``order_exists``, ``not_found``, ``bad_request``,
     ``order_not_pending``, ``channel_mismatch``, ``unknown_payment``,
-    ``ticket_not_refundable``, ``unknown_refund``.
+    ``ticket_not_refundable``, ``unknown_refund``, ``refund_settled``.
     """
     if isinstance(command, CreateOrder):
         return _decide_create(order, command)
@@ -385,6 +438,8 @@ def decide(order: Order | None, command: Command) -> list[Event]:
         return _decide_refund_tickets(order, command)
     if isinstance(command, ConfirmRefund):
         return _decide_confirm_refund(order, command)
+    if isinstance(command, FailRefund):
+        return _decide_fail_refund(order, command)
     raise TypeError(f"not an order command: {command!r}")
 
 
@@ -463,6 +518,7 @@ def decide_payment(order: Order, paid: ConfirmPayment) -> list[Event]:
             paid.amount_fen,
             paid.paid_at,
             paid.at,
+            paid.notified_fen,
         ),
         TicketsIssued(order.order_id, _tickets_for(order, paid.ticket_ids), paid.at),
     ]
@@ -491,6 +547,7 @@ def _refunding(order: Order, paid: ConfirmPayment, reason: RefundReason) -> Even
         paid.out_refund_no,
         reason,
         paid.at,
+        paid.notified_fen,
     )
 
 
@@ -563,6 +620,19 @@ def _decide_confirm_refund(order: Order, command: ConfirmRefund) -> list[Event]:
     return [RefundConfirmed(order.order_id, command.out_refund_no, command.at)]
 
 
+def _decide_fail_refund(order: Order, command: FailRefund) -> list[Event]:
+    refund = order.refunds.get(command.out_refund_no)
+    if refund is None:
+        raise OrderRefused(f"no refund {command.out_refund_no}", code="unknown_refund")
+    if refund.failure is not None:
+        return []
+    if refund.confirmed:
+        raise OrderRefused(
+            f"refund {command.out_refund_no} was confirmed by the channel", code="refund_settled"
+        )
+    return [RefundFailed(order.order_id, command.out_refund_no, command.failure, command.at)]
+
+
 def evolve(order: Order | None, event: Event) -> Order:
     """The order after ``event``; the only way state changes."""
     if isinstance(event, OrderCreated):
@@ -585,6 +655,8 @@ def evolve(order: Order | None, event: Event) -> Order:
             order.payments[event.out_trade_no],
             channel_txn_id=event.channel_txn_id,
             state="captured",
+            collected_fen=event.amount_fen,
+            notified_fen=event.notified_fen,
         )
         return attrs.evolve(
             order,
@@ -604,15 +676,22 @@ def evolve(order: Order | None, event: Event) -> Order:
             event.amount_fen,
             event.reason.value,
             event.channel_txn_id,
+            payment_fen=event.amount_fen,
         )
-        payments = order.payments
-        if order.payments[event.out_trade_no].state == "started":
+        attempt = order.payments[event.out_trade_no]
+        collected = (attempt.collected_fen or 0) + event.amount_fen
+        notified = event.notified_fen if event.notified_fen is not None else attempt.notified_fen
+        if attempt.state == "started":
             record = attrs.evolve(
-                order.payments[event.out_trade_no],
+                attempt,
                 channel_txn_id=event.channel_txn_id,
                 state="refunding",
+                collected_fen=collected,
+                notified_fen=notified,
             )
-            payments = {**payments, event.out_trade_no: record}
+        else:  # the same attempt confirmed under a second transaction id
+            record = attrs.evolve(attempt, collected_fen=collected, notified_fen=notified)
+        payments = {**order.payments, event.out_trade_no: record}
         return attrs.evolve(
             order,
             payments=payments,
@@ -625,14 +704,16 @@ def evolve(order: Order | None, event: Event) -> Order:
     if isinstance(event, OrderExpired):
         return attrs.evolve(order, status=OrderStatus.EXPIRED)
     if isinstance(event, TicketsRefunding):
+        captured = order.payments[event.out_trade_no]
         refund = RefundRecord(
             event.out_refund_no,
             event.out_trade_no,
             event.channel,
             event.amount_fen,
             event.reason,
-            order.payments[event.out_trade_no].channel_txn_id,
+            captured.channel_txn_id,
             staff=True,
+            payment_fen=captured.collected_fen or 0,
         )
         return attrs.evolve(
             order,
@@ -640,9 +721,23 @@ def evolve(order: Order | None, event: Event) -> Order:
             refunds={**order.refunds, event.out_refund_no: refund},
         )
     if isinstance(event, RefundConfirmed):
-        refund = attrs.evolve(order.refunds[event.out_refund_no], confirmed=True)
-        return attrs.evolve(order, refunds={**order.refunds, event.out_refund_no: refund})
+        refund = attrs.evolve(order.refunds[event.out_refund_no], confirmed=True, failure=None)
+        return _with_refund(order, refund, "refunded")
+    if isinstance(event, RefundFailed):
+        refund = attrs.evolve(order.refunds[event.out_refund_no], failure=event.failure)
+        return _with_refund(order, refund, "refund_failed")
     raise TypeError(f"not an order event: {event!r}")
+
+
+def _with_refund(order: Order, refund: RefundRecord, payment_state: str) -> Order:
+    """``order`` with ``refund`` settled; a duplicate's attempt takes ``payment_state``."""
+    payments = order.payments
+    attempt = payments[refund.out_trade_no]
+    if not refund.staff and attempt.state != "captured":
+        payments = {**payments, refund.out_trade_no: attrs.evolve(attempt, state=payment_state)}
+    return attrs.evolve(
+        order, payments=payments, refunds={**order.refunds, refund.out_refund_no: refund}
+    )
 
 
 def net_collected_fen(order: Order) -> int:

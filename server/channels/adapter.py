@@ -7,9 +7,12 @@ payment, query it, close it, refund it (idempotent by ``out_refund_no``),
 query a refund, verify a notification, fetch a day's statement.
 
 Errors a channel reports are :class:`ChannelError` with a stable code
-(``already_paid``, ``not_found``, ``refund_exceeds_payment``, ``unavailable``,
-...). A call that cannot reach the channel raises :class:`ChannelUnavailable`;
-the outbox retries those.
+(``already_paid``, ``not_found``, ``refund_exceeds_payment``, ``system_busy``,
+...). A call that cannot reach the channel raises :class:`ChannelUnavailable`.
+An error is *transient* (:attr:`ChannelError.transient`: the channel could
+not serve the call now; the same call later may succeed) or *permanent*
+(the channel refused it and will refuse it again): the outbox retries the
+first kind with backoff and stops at the second.
 """
 
 from __future__ import annotations
@@ -23,10 +26,18 @@ from server.errors import ScenicError
 
 #: channels whose payments are confirmed by their own signed notification
 QR_CHANNELS = ("wechat", "alipay")
+#: codes of answers that mean "not now" (WeChat Pay's SYSTEMERROR and FREQUENCY_LIMITED,
+#: Alipay's ACQ.SYSTEM_ERROR): the same call may succeed later
+TRANSIENT_CODES = frozenset({"channel_unavailable", "system_busy", "frequency_limited"})
 
 
 class ChannelError(ScenicError):
     """The channel refused a request; ``code`` says why."""
+
+    @property
+    def transient(self) -> bool:
+        """True when the channel could not serve the call now and it may be tried again."""
+        return self.code in TRANSIENT_CODES
 
 
 class ChannelUnavailable(ChannelError):
@@ -55,7 +66,9 @@ class PaymentStatus:
     """The channel's view of one payment (``state`` as the channels spell it).
 
     ``NOTPAY`` (waiting), ``SUCCESS`` (paid), ``CLOSED`` (closed unpaid),
-    ``REFUND`` (paid, then refunded in part or whole).
+    ``REFUND`` (paid, then refunded in part or whole). ``amount_fen`` is what
+    the payment was created for; ``paid_fen`` what the channel collected
+    (``None`` until paid): the amount any refund is bounded by.
     """
 
     out_trade_no: str
@@ -63,6 +76,7 @@ class PaymentStatus:
     amount_fen: int
     channel_txn_id: str | None = None
     paid_at: datetime | None = None
+    paid_fen: int | None = None
 
 
 @attrs.frozen

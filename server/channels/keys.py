@@ -9,9 +9,11 @@ it; the other reads the same file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 
 from server.channels.adapter import QR_CHANNELS
@@ -41,6 +43,37 @@ def load_or_create_channel_keys(path: Path) -> dict[str, bytes]:
     if not path.exists():
         _create(path)
     return _read(path)
+
+
+def fingerprint(key: bytes) -> str:
+    """A merchant key's fingerprint: the SHA-256 of its bytes, 64 lower-case hex digits.
+
+    Safe to store and show: it names the key without revealing it.
+    """
+    return hashlib.sha256(key).hexdigest()
+
+
+def fingerprints(keys: Mapping[str, bytes]) -> dict[str, str]:
+    """The fingerprint of each channel's key."""
+    return {name: fingerprint(key) for name, key in keys.items()}
+
+
+def check_fingerprints(path: Path, ours: Mapping[str, str], differing: Mapping[str, str]) -> None:
+    """Raise :class:`BadChannelKeys` naming each channel whose key is not the recorded one.
+
+    ``differing`` maps each such channel to the fingerprint the database holds.
+    """
+    if not differing:
+        return
+    detail = "; ".join(
+        f"{name}: {ours[name][:12]}... here, {recorded[:12]}... recorded"
+        for name, recorded in sorted(differing.items())
+    )
+    raise BadChannelKeys(
+        f"the merchant keys in {path} are not the ones the other servers on this database use "
+        f"({detail}): give every server the same keys file (SCENIC_CHANNEL_KEYS), or run "
+        "`scenic channel-keys adopt` if the keys were changed on purpose"
+    )
 
 
 def _create(path: Path) -> None:

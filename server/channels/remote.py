@@ -194,6 +194,13 @@ class RemoteChannel:
             args["amount_fen"] = amount_fen
         return (await self._call("pay", **args))["notification"]
 
+    async def inject_fault(
+        self, call: str, fault: str, *, count: int = 1, stall_s: float = 0.0
+    ) -> None:
+        """Tests and load tests: make the simulator's next ``count`` calls of merchant op
+        ``call`` fail (``system_busy``) or stall for ``stall_s`` seconds (its ``inject_fault``)."""
+        await self._call("inject_fault", call=call, fault=fault, count=count, stall_s=stall_s)
+
     # -- the connection --------------------------------------------------------------
 
     async def _call(self, op: str, **args: Any) -> dict[str, Any]:

@@ -6,8 +6,11 @@ binary message, ``{"id", "op", "args"}`` answered by ``{"id", "ok"}`` or
 ``{"id", "error": {"code", "message"}}``, the same envelope as the scenic
 protocol) with the ops ``create_payment``, ``query_payment``,
 ``close_payment``, ``refund``, ``query_refund`` and ``statement`` (each takes
-``channel``), plus the visitor-side ``pay``. Times travel as float seconds
-since the epoch, dates as ``YYYY-MM-DD``.
+``channel``), the visitor-side ``pay``, and ``inject_fault`` for tests and
+load tests (the next calls of an op answer ``system_busy``, or stall). Times
+travel as float seconds since the epoch, dates as ``YYYY-MM-DD``. Requests
+on one connection are served concurrently (up to :data:`MAX_IN_FLIGHT`) and
+replies carry the request's id: a stalled call holds up no other.
 
 Notifications of payments made with ``pay`` go to the scenic server as
 ``payment.notify`` requests over one client connection with the ``channel``
@@ -31,8 +34,8 @@ from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
 from clients.client import ConnectionLost, RemoteError, connect
 from server.channels.adapter import QR_CHANNELS, ChannelError, ChannelUnavailable
 from server.channels.notifier import Notifier, NotifyPolicy
-from server.channels.simulator import ChannelSimulator, utc_now
-from server.envelope import Rejected, error_frame, ok_frame, read_request
+from server.channels.simulator import FAULTS, MERCHANT_OPS, ChannelSimulator, utc_now
+from server.envelope import Rejected, Request, error_frame, ok_frame, read_request
 from server.errors import BadFrame, BadRequest, ScenicError, UnknownOp
 from server.schema import Arg, parse_args
 
@@ -43,6 +46,8 @@ SUBPROTOCOL = "scenic-channel-sim.v1"
 MAX_REQUEST_BYTES = 64 * 1024
 #: the largest message either side accepts (a day's bill can be long)
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+#: requests of one connection served at once; reading waits while this many are open
+MAX_IN_FLIGHT = 256
 
 _CHANNEL = Arg("channel", "text", max_len=16)
 _OUT_TRADE_NO = Arg("out_trade_no", "text", max_len=64)
@@ -70,7 +75,14 @@ OP_ARGS: dict[str, tuple[Arg, ...]] = {
     ),
     "query_refund": (_CHANNEL, _OUT_REFUND_NO),
     "statement": (_CHANNEL, Arg("bill_date", "text", pattern=r"\d{4}-\d{2}-\d{2}")),
-    "pay": (_CHANNEL, _OUT_TRADE_NO, Arg("amount_fen", "int", required=False, low=0)),
+    "pay": (_CHANNEL, _OUT_TRADE_NO, Arg("amount_fen", "int", required=False, **_FEN)),
+    "inject_fault": (
+        _CHANNEL,
+        Arg("call", "text", pattern="|".join(MERCHANT_OPS)),
+        Arg("fault", "text", pattern="|".join(FAULTS)),
+        Arg("count", "int", required=False, low=1, high=10_000, default=1),
+        Arg("stall_s", "number", required=False, low=0, high=3600, default=0.0),
+    ),
 }
 
 
@@ -102,12 +114,26 @@ class ChannelApi:
 
         Bad frames and unknown ops get ``bad_frame``/``bad_request``/``unknown_op``
         replies, refusals the channel's code; anything unexpected is logged and
-        answered ``internal``.
+        answered ``internal``. (Stall faults are the caller's to wait out first:
+        :meth:`stall_for`.)
         """
+        return self.reply(self.read(message))
+
+    def read(self, message: bytes | str) -> Request | Rejected:
+        """One message as a request, or the reason it cannot be one."""
         if isinstance(message, str):
-            request = Rejected(None, BadFrame("text frames are not accepted; send binary CBOR"))
-        else:
-            request = read_request(message, max_bytes=MAX_REQUEST_BYTES)
+            return Rejected(None, BadFrame("text frames are not accepted; send binary CBOR"))
+        return read_request(message, max_bytes=MAX_REQUEST_BYTES)
+
+    def stall_for(self, request: Request | Rejected) -> float:
+        """Seconds to wait before serving ``request`` (a ``stall`` fault); uses the fault up."""
+        if isinstance(request, Rejected) or request.op not in MERCHANT_OPS:
+            return 0.0
+        simulator = self.simulators.get(request.args.get("channel"))
+        return 0.0 if simulator is None else simulator.take_stall(request.op)
+
+    def reply(self, request: Request | Rejected) -> bytes:
+        """The reply frame to a request read by :meth:`read`."""
         if isinstance(request, Rejected):
             return error_frame(request.id, request.error.code, request.error.message)
         try:
@@ -166,6 +192,10 @@ class ChannelApi:
             raise BadRequest(f"bill_date {args['bill_date']!r} is not a date") from None
         return {"text": simulator.statement(bill_date)}
 
+    def _inject_fault(self, simulator: ChannelSimulator, args: dict) -> dict:
+        simulator.inject_fault(args["call"], args["fault"], args["count"], args["stall_s"])
+        return {}
+
     def _pay(self, simulator: ChannelSimulator, args: dict) -> dict:
         notifier = self.notifiers.get(simulator.name)
         if notifier is not None and not notifier.has_room():
@@ -194,21 +224,37 @@ async def serve_channel_api(
     """Serve the merchant API of ``simulators`` on ``host``:``port`` until cancelled.
 
     ``port`` 0 picks a free port; ``task_status.started`` receives the API's
-    ``ws://`` url. Each connection's requests are answered in order.
+    ``ws://`` url. Each connection's requests are served concurrently, up to
+    :data:`MAX_IN_FLIGHT` at once, each reply as soon as it is ready.
     """
     api = ChannelApi(simulators, notifiers)
+
+    async def serve_one(ws: Any, request: Request | Rejected, slots: trio.Semaphore) -> None:
+        try:
+            stall_s = api.stall_for(request)
+            if stall_s:
+                await trio.sleep(stall_s)
+            await ws.send_message(api.reply(request))
+        except ConnectionClosed:
+            pass  # the merchant left before its reply
+        finally:
+            slots.release()
 
     async def handle(request: WebSocketRequest) -> None:
         if SUBPROTOCOL not in request.proposed_subprotocols:
             await request.reject(400, body=f"offer the subprotocol {SUBPROTOCOL}".encode())
             return
         ws = await request.accept(subprotocol=SUBPROTOCOL)
-        try:
-            while True:
-                message = await ws.get_message()
-                await ws.send_message(api.answer(message))
-        except ConnectionClosed:
-            pass  # the merchant left
+        slots = trio.Semaphore(MAX_IN_FLIGHT)
+        async with trio.open_nursery() as requests:
+            try:
+                while True:
+                    message = await ws.get_message()
+                    await slots.acquire()
+                    requests.start_soon(serve_one, ws, api.read(message), slots)
+            except ConnectionClosed:
+                pass  # the merchant left
+            requests.cancel_scope.cancel()
 
     async with trio.open_nursery() as nursery:
         server = await nursery.start(

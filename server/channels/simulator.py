@@ -5,7 +5,13 @@ and answers the merchant API the way WeChat Pay and Alipay do (idempotent
 creation, close, refunds idempotent by ``out_refund_no`` and never above the
 paid amount, daily bills). Its visitor side, :meth:`ChannelSimulator.pay`,
 is what a phone scanning the QR code does: the payment becomes paid and the
-channel produces the notification it will send to the merchant.
+channel produces the notification it will send to the merchant. What a
+notification says is what the channel collected and what its query reports.
+
+Faults can be injected into the merchant API (:meth:`ChannelSimulator.inject_fault`):
+the next calls of an op answer ``system_busy`` (a transient refusal, as
+WeChat Pay's SYSTEMERROR), or are held for a while before they are served
+(a slow channel; the async layers above do the waiting).
 
 :class:`SimulatedChannel` is a :class:`~server.channels.adapter.ChannelAdapter`
 over a simulator in the same process; :class:`CounterChannel` stands for cash
@@ -38,6 +44,17 @@ from server.channels.statement import StatementRow, fee_fen, local_date, write_s
 Clock = Callable[[], datetime]
 REFUND_MODES = ("instant", "processing")
 COUNTER_CHANNELS = ("cash", "card")
+#: the merchant API's calls, the ones faults can be injected into
+MERCHANT_OPS = (
+    "create_payment",
+    "query_payment",
+    "close_payment",
+    "refund",
+    "query_refund",
+    "statement",
+)
+#: what an injected fault does to a call
+FAULTS = ("system_busy", "stall")
 
 
 def utc_now() -> datetime:
@@ -55,6 +72,14 @@ class _Payment:
     state: str = "NOTPAY"
     channel_txn_id: str | None = None
     paid_at: datetime | None = None
+    #: what the visitor paid: the amount notified, queried, refundable and billed
+    paid_fen: int | None = None
+
+
+@attrs.define
+class _Fault:
+    remaining: int
+    stall_s: float
 
 
 @attrs.define
@@ -100,6 +125,46 @@ class ChannelSimulator:
         self._payments: dict[str, _Payment] = {}
         self._refunds: dict[str, _Refund] = {}
         self._issued_ids: set[str] = set()
+        self._faults: dict[tuple[str, str], _Fault] = {}
+
+    # -- faults ----------------------------------------------------------------------
+
+    def inject_fault(self, op: str, fault: str, count: int = 1, stall_s: float = 0.0) -> None:
+        """Make the next ``count`` calls of merchant op ``op`` misbehave.
+
+        ``fault`` ``"system_busy"``: the call is refused with the transient
+        code ``system_busy`` and changes nothing. ``"stall"``: the call is
+        served only after ``stall_s`` seconds (the async layer that serves it
+        waits; see :meth:`take_stall`). Each (op, fault) pair counts down on
+        its own, so a call may both stall and then be refused. Injecting again
+        adds to the count (the latest ``stall_s`` applies). Raises
+        ``bad_request`` for an unknown op or fault, a count outside 1..10000
+        or a stall outside 0..3600 s.
+        """
+        _require(op in MERCHANT_OPS, "op")
+        _require(fault in FAULTS, "fault")
+        _require(type(count) is int and 1 <= count <= 10_000, "count")
+        _require(type(stall_s) in (int, float) and 0 <= stall_s <= 3600, "stall_s")
+        due = self._faults.setdefault((op, fault), _Fault(0, 0.0))
+        due.remaining += count
+        due.stall_s = float(stall_s)
+
+    def take_stall(self, op: str) -> float:
+        """Seconds the next call of ``op`` must wait before it is served (0: none); uses it up."""
+        due = self._due(op, "stall")
+        return 0.0 if due is None else due.stall_s
+
+    def _due(self, op: str, fault: str) -> _Fault | None:
+        due = self._faults.get((op, fault))
+        if due is None or due.remaining == 0:
+            return None
+        due.remaining -= 1
+        return due
+
+    def _serve(self, op: str) -> None:
+        """Refuse this call of ``op`` when a ``system_busy`` fault is due."""
+        if self._due(op, "system_busy") is not None:
+            raise ChannelError(f"{self.name} is busy; try again later", code="system_busy")
 
     # -- merchant API ----------------------------------------------------------------
 
@@ -113,6 +178,7 @@ class ChannelSimulator:
         or ``closed`` when the payment is past waiting, ``bad_request`` for a
         non-positive amount or an empty ``out_trade_no``.
         """
+        self._serve("create_payment")
         _require(isinstance(out_trade_no, str) and 0 < len(out_trade_no) <= 64, "out_trade_no")
         _require(type(amount_fen) is int and amount_fen > 0, "amount_fen")
         existing = self._payments.get(out_trade_no)
@@ -141,8 +207,10 @@ class ChannelSimulator:
     def query_payment(self, out_trade_no: str) -> PaymentStatus:
         """The payment's state; raises ``not_found`` if it was never created.
 
-        An unpaid payment past its ``expires_at`` reports ``CLOSED``.
+        An unpaid payment past its ``expires_at`` reports ``CLOSED``;
+        ``paid_fen`` is what the visitor paid.
         """
+        self._serve("query_payment")
         payment = self._payment(out_trade_no)
         return PaymentStatus(
             out_trade_no,
@@ -150,6 +218,7 @@ class ChannelSimulator:
             payment.amount_fen,
             payment.channel_txn_id,
             payment.paid_at,
+            payment.paid_fen,
         )
 
     def close_payment(self, out_trade_no: str) -> None:
@@ -157,6 +226,7 @@ class ChannelSimulator:
 
         Raises ``not_found`` for an unknown payment, ``already_paid`` for a paid one.
         """
+        self._serve("close_payment")
         payment = self._payment(out_trade_no)
         if payment.state in ("SUCCESS", "REFUND"):
             raise ChannelError(f"{out_trade_no} is already paid", code="already_paid")
@@ -176,9 +246,10 @@ class ChannelSimulator:
         if its processing time has passed). Raises ``refund_no_used`` when
         ``out_refund_no`` names a refund of another payment or amount,
         ``not_found``/``not_paid`` for an unknown or unpaid payment,
-        ``amount_mismatch`` when ``total_fen`` is not the payment's amount,
+        ``amount_mismatch`` when ``total_fen`` is not what the visitor paid,
         ``refund_exceeds_payment`` when the refunds would exceed it.
         """
+        self._serve("refund")
         existing = self._refunds.get(out_refund_no)
         if existing is not None:
             if existing.out_trade_no != out_trade_no or existing.refund_fen != refund_fen:
@@ -193,18 +264,18 @@ class ChannelSimulator:
         payment = self._payment(out_trade_no)
         if payment.state not in ("SUCCESS", "REFUND"):
             raise ChannelError(f"{out_trade_no} is not paid", code="not_paid")
-        if total_fen != payment.amount_fen:
+        if total_fen != payment.paid_fen:
             raise ChannelError(
-                f"total_fen {total_fen} is not the paid {payment.amount_fen} fen",
+                f"total_fen {total_fen} is not the paid {payment.paid_fen} fen",
                 code="amount_mismatch",
             )
         refunded = sum(
             r.refund_fen for r in self._refunds.values() if r.out_trade_no == out_trade_no
         )
-        if refunded + refund_fen > payment.amount_fen:
+        if refunded + refund_fen > payment.paid_fen:
             raise ChannelError(
                 f"{refund_fen} fen more would refund {refunded + refund_fen} of "
-                f"{payment.amount_fen} fen",
+                f"{payment.paid_fen} fen",
                 code="refund_exceeds_payment",
             )
         now = self.clock()
@@ -223,6 +294,7 @@ class ChannelSimulator:
 
     def query_refund(self, out_refund_no: str) -> RefundStatus:
         """The refund's state; raises ``not_found`` if it was never requested."""
+        self._serve("query_refund")
         refund = self._refunds.get(out_refund_no)
         if refund is None:
             raise ChannelError(f"no refund {out_refund_no}", code="not_found")
@@ -231,15 +303,16 @@ class ChannelSimulator:
     def statement(self, bill_date: date) -> str:
         """The bill of ``bill_date`` (Asia/Shanghai): payments paid and refunds
         succeeded on that date, in time order, in this channel's CSV layout."""
+        self._serve("statement")
         rows = [
             StatementRow(
                 "payment",
                 p.out_trade_no,
                 p.channel_txn_id,
                 None,
-                p.amount_fen,
+                p.paid_fen,
                 p.paid_at.replace(microsecond=0),
-                fee_fen(p.amount_fen),
+                fee_fen(p.paid_fen),
             )
             for p in self._payments.values()
             if p.paid_at is not None and local_date(p.paid_at) == bill_date
@@ -271,10 +344,12 @@ class ChannelSimulator:
         """A visitor pays: the payment becomes paid; returns the unsigned notification.
 
         The notification fields are ``channel``, ``out_trade_no``,
-        ``channel_txn_id`` (fresh), ``amount_fen`` and ``paid_at`` (epoch
-        seconds). ``amount_fen`` overrides the reported amount, to simulate a
-        channel that reports a wrong one; the books keep the real amount.
-        Raises ``not_found``, ``closed`` (closed or expired) or ``already_paid``.
+        ``channel_txn_id`` (fresh), ``amount_fen`` (what was paid) and
+        ``paid_at`` (epoch seconds). ``amount_fen`` makes the visitor pay
+        another amount than the payment asked for (a wrong-amount payment):
+        the channel collects it, notifies it, reports it to queries and bounds
+        refunds by it. Raises ``not_found``, ``closed`` (closed or expired),
+        ``already_paid`` or ``bad_request`` (an amount below 1 fen).
         """
         payment = self._payment(out_trade_no)
         at = at or self.clock()
@@ -283,14 +358,17 @@ class ChannelSimulator:
             raise ChannelError(f"{out_trade_no} is closed; it cannot be paid", code="closed")
         if state != "NOTPAY":
             raise ChannelError(f"{out_trade_no} is already paid", code="already_paid")
+        paid_fen = payment.amount_fen if amount_fen is None else amount_fen
+        _require(type(paid_fen) is int and paid_fen > 0, "amount_fen")
         payment.state = "SUCCESS"
         payment.channel_txn_id = self._new_id(lambda: self._txn_id_candidate(at))
         payment.paid_at = at
+        payment.paid_fen = paid_fen
         return {
             "channel": self.name,
             "out_trade_no": out_trade_no,
             "channel_txn_id": payment.channel_txn_id,
-            "amount_fen": payment.amount_fen if amount_fen is None else amount_fen,
+            "amount_fen": paid_fen,
             "paid_at": at.timestamp(),
         }
 
@@ -352,7 +430,10 @@ def _require(condition: bool, name: str) -> None:
 
 
 class SimulatedChannel:
-    """A :class:`~server.channels.adapter.ChannelAdapter` over an in-process simulator."""
+    """A :class:`~server.channels.adapter.ChannelAdapter` over an in-process simulator.
+
+    Each call first waits out a ``stall`` fault injected for it, if any.
+    """
 
     def __init__(self, simulator: ChannelSimulator) -> None:
         self.simulator = simulator
@@ -362,17 +443,17 @@ class SimulatedChannel:
         self, out_trade_no: str, amount_fen: int, description: str, expires_at: datetime
     ) -> CreatedPayment:
         """See :meth:`ChannelSimulator.create_payment`."""
-        await trio.lowlevel.checkpoint()
+        await self._stall("create_payment")
         return self.simulator.create_payment(out_trade_no, amount_fen, description, expires_at)
 
     async def query_payment(self, out_trade_no: str) -> PaymentStatus:
         """See :meth:`ChannelSimulator.query_payment`."""
-        await trio.lowlevel.checkpoint()
+        await self._stall("query_payment")
         return self.simulator.query_payment(out_trade_no)
 
     async def close_payment(self, out_trade_no: str) -> None:
         """See :meth:`ChannelSimulator.close_payment`."""
-        await trio.lowlevel.checkpoint()
+        await self._stall("close_payment")
         self.simulator.close_payment(out_trade_no)
 
     async def refund(
@@ -384,21 +465,28 @@ class SimulatedChannel:
         reason: str,
     ) -> RefundStatus:
         """See :meth:`ChannelSimulator.refund`."""
-        await trio.lowlevel.checkpoint()
+        await self._stall("refund")
         return self.simulator.refund(out_trade_no, out_refund_no, refund_fen, total_fen, reason)
 
     async def query_refund(self, out_refund_no: str) -> RefundStatus:
         """See :meth:`ChannelSimulator.query_refund`."""
-        await trio.lowlevel.checkpoint()
+        await self._stall("query_refund")
         return self.simulator.query_refund(out_refund_no)
 
     def verify_notification(self, fields: dict[str, Any]) -> None:
         """Raise :class:`BadSignature` unless ``fields`` is signed by this channel and fresh."""
         signing.verify(fields, self.simulator.secret, self.simulator.clock().timestamp())
 
+    async def _stall(self, op: str) -> None:
+        stall_s = self.simulator.take_stall(op)
+        if stall_s:
+            await trio.sleep(stall_s)
+        else:
+            await trio.lowlevel.checkpoint()
+
     async def statement(self, bill_date: date) -> str:
         """See :meth:`ChannelSimulator.statement`."""
-        await trio.lowlevel.checkpoint()
+        await self._stall("statement")
         return self.simulator.statement(bill_date)
 
 

@@ -18,6 +18,7 @@ from actors.orders.domain import (
     CreateOrder,
     Order,
     OrderLine,
+    PaymentRecord,
     RefundTickets,
     StartPayment,
 )
@@ -69,16 +70,7 @@ def order_view(order: Order, services: Services) -> dict[str, Any]:
             }
             for line in order.lines
         ],
-        "payments": [
-            {
-                "out_trade_no": p.out_trade_no,
-                "channel": p.channel,
-                "amount_fen": p.amount_fen,
-                "state": p.state,
-                "channel_txn_id": p.channel_txn_id,
-            }
-            for p in order.payments.values()
-        ],
+        "payments": [payment_view(order, p) for p in order.payments.values()],
         "tickets": [
             {
                 "ticket": t.ticket_id,
@@ -98,9 +90,29 @@ def order_view(order: Order, services: Services) -> dict[str, Any]:
                 "amount_fen": r.amount_fen,
                 "reason": r.reason,
                 "confirmed": r.confirmed,
+                "state": r.state,
+                "failure": r.failure,
             }
             for r in order.refunds.values()
         ],
+    }
+
+
+def payment_view(order: Order, payment: PaymentRecord) -> dict[str, Any]:
+    """One payment attempt as the order map shows it: asked, collected, refunded."""
+    return {
+        "out_trade_no": payment.out_trade_no,
+        "channel": payment.channel,
+        "amount_fen": payment.amount_fen,
+        "collected_fen": payment.collected_fen,
+        "notified_fen": payment.notified_fen,
+        "refunded_fen": sum(
+            r.amount_fen
+            for r in order.refunds.values()
+            if r.out_trade_no == payment.out_trade_no and r.confirmed
+        ),
+        "state": payment.state,
+        "channel_txn_id": payment.channel_txn_id,
     }
 
 
@@ -199,7 +211,7 @@ def register(table: OpTable) -> None:
             services, args["order"], StartPayment(out_trade_no, args["channel"], now)
         )
         order = outcome.order
-        services.remember_payment(out_trade_no, order.order_id)
+        services.remember_payment(out_trade_no, order.order_id, order.total_fen)
         reply = {
             "order": order.order_id,
             "out_trade_no": out_trade_no,
@@ -325,9 +337,15 @@ async def confirm_notification(services: Services, fields: dict[str, Any]) -> di
     """Verify a channel's payment notification and confirm it through the order's actor.
 
     The reply (and so the channel's acknowledgement) comes only after the
-    confirmation committed. Raises ``bad_signature`` for a forged, tampered
-    or stale notification (logged on the security log, nothing recorded),
-    ``not_found`` for a payment we never started.
+    confirmation committed. A notification of another amount than the one
+    asked is checked with the channel's own query first: what the channel
+    collected is what is recorded (and refunded), and a notification that
+    disagrees with it is logged and flagged (:func:`collected_amount`).
+    Raises ``bad_signature`` for a forged, tampered or stale notification
+    (logged on the security log, nothing recorded), ``unknown_payment`` for
+    a payment we never started, ``payment_not_confirmed`` when the channel's
+    query does not show the payment as paid, and the channel's own code when
+    that query fails.
     """
     channel = services.channels.get(fields["channel"])
     if channel is None:
@@ -344,20 +362,87 @@ async def confirm_notification(services: Services, fields: dict[str, Any]) -> di
             },
         )
         raise
-    order_id = await services.order_of_payment(fields["out_trade_no"])
-    if order_id is None:
-        raise NotFound(f"no payment {fields['out_trade_no']}")
+    attempt = await services.payment_attempt(fields["out_trade_no"])
+    if attempt is None:
+        raise ScenicError(
+            f"no payment {fields['out_trade_no']} was started here", code="unknown_payment"
+        )
+    amount_fen, notified_fen = await collected_amount(channel, fields, attempt.amount_fen)
     paid_at = datetime.fromtimestamp(fields["paid_at"], UTC)
     outcome = await _confirm(
         services,
-        order_id,
+        attempt.order_id,
         fields["out_trade_no"],
         fields["channel"],
         fields["channel_txn_id"],
-        fields["amount_fen"],
+        amount_fen,
         paid_at,
+        notified_fen,
     )
+    if notified_fen is not None:
+        services.push_to_role(
+            "admin",
+            "payment.flagged",
+            {
+                "order": attempt.order_id,
+                "out_trade_no": fields["out_trade_no"],
+                "channel": fields["channel"],
+                "channel_txn_id": fields["channel_txn_id"],
+                "notified_fen": notified_fen,
+                "collected_fen": amount_fen,
+            },
+            local=False,
+        )
     return _payment_reply(outcome, fields["out_trade_no"], fields["channel_txn_id"], services)
+
+
+async def collected_amount(
+    channel: Any, fields: dict[str, Any], asked_fen: int
+) -> tuple[int, int | None]:
+    """What the channel collected for a notified payment, and the notified amount if it differs.
+
+    A notification of the amount asked is taken as it is. Any other amount
+    is checked with the channel's own ``query_payment``, which decides: the
+    query's ``paid_fen`` is recorded (and is what a refund gives back); when
+    the notification said otherwise, that is logged at error and returned as
+    the second value, to be kept beside the payment and shown flagged.
+    Raises ``payment_not_confirmed`` when the query does not show the payment
+    paid, and what the query raises when it fails (``channel_unavailable``:
+    the notification is not acknowledged, so the channel sends it again).
+    """
+    notified = fields["amount_fen"]
+    if notified == asked_fen:
+        return notified, None
+    status = await channel.query_payment(fields["out_trade_no"])
+    if status.state not in ("SUCCESS", "REFUND") or status.paid_fen is None:
+        security_log.warning(
+            "notify.not_paid_at_channel",
+            extra={"out_trade_no": fields["out_trade_no"], "state": status.state},
+        )
+        raise ScenicError(
+            f"the channel reports {fields['out_trade_no']} as {status.state}, not paid",
+            code="payment_not_confirmed",
+        )
+    if status.paid_fen == notified:
+        log.warning(
+            "payment.wrong_amount",
+            extra={
+                "out_trade_no": fields["out_trade_no"],
+                "asked_fen": asked_fen,
+                "paid_fen": notified,
+            },
+        )
+        return notified, None
+    log.error(
+        "payment.amount_disagrees",
+        extra={
+            "out_trade_no": fields["out_trade_no"],
+            "channel_txn_id": fields["channel_txn_id"],
+            "notified_fen": notified,
+            "collected_fen": status.paid_fen,
+        },
+    )
+    return status.paid_fen, notified
 
 
 async def _current(services: Services, order_id: str | None) -> Order:
@@ -404,6 +489,7 @@ async def _confirm(
     channel_txn_id: str,
     amount_fen: int,
     paid_at: datetime,
+    notified_fen: int | None = None,
 ) -> OrderOutcome:
     now = services.clock()
     command = ConfirmPayment(
@@ -415,6 +501,7 @@ async def _confirm(
         now,
         (),  # the order's actor draws the ticket ids: it knows how many
         new_out_refund_no(now),
+        notified_fen,
     )
     return await ask_order(services, order_id, command)
 

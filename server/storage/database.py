@@ -13,6 +13,9 @@ a :class:`Database`. Everything that talks to PostgreSQL goes through it:
 - :meth:`Database.transaction` is a transaction held open across trio code,
   one hop per statement.
 - :meth:`Database.listen` receives ``NOTIFY`` payloads.
+- :meth:`Database.session` holds one connection of its own open for session
+  state that must live exactly as long as this process's interest in it (the
+  outbox's advisory lock).
 
 Pooled connections are not reset when they go back to the pool (asyncpg's
 default reset costs a round trip per call): a function given to ``run`` must
@@ -40,7 +43,14 @@ T = TypeVar("T")
 #: how long closing a connection, a rollback or closing the pool may take
 CLEANUP_TIMEOUT_S = 5.0
 
-__all__ = ["Database", "DatabaseClosed", "ListenConnectionLost", "Tx", "open_database"]
+__all__ = [
+    "Database",
+    "DatabaseClosed",
+    "DedicatedSession",
+    "ListenConnectionLost",
+    "Tx",
+    "open_database",
+]
 
 
 class ListenConnectionLost(ConnectionError):
@@ -267,6 +277,35 @@ class Database:
         if lost:
             raise ListenConnectionLost(f"lost the connection listening on {channel!r}")
 
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[DedicatedSession]:
+        """A connection of its own, open while the block runs, closed after.
+
+        Raises what asyncpg raises when it cannot connect. Leaving the block
+        closes the connection, which ends its session state.
+        """
+        token = trio.lowlevel.current_trio_token()
+        lost = trio.Event()
+
+        def on_terminate(_conn: Any) -> None:  # asyncio
+            _run_sync_soon(token, lost.set)
+
+        conn = await self._call_keeping(self._session_connect(on_terminate), _close_connection)
+        try:
+            yield DedicatedSession(self, conn, lost)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._thread.call(_session_close(conn, on_terminate))
+
+    async def _session_connect(self, on_terminate: Callable[..., None]) -> asyncpg.Connection:
+        conn = await asyncpg.connect(
+            self._dsn,
+            timeout=self._connect_timeout_s,
+            server_settings={"application_name": "scenic-gate"},
+        )
+        conn.add_termination_listener(on_terminate)
+        return conn
+
     async def _listen_connect(
         self, channel: str, on_notify: Callable[..., None], on_terminate: Callable[..., None]
     ) -> asyncpg.Connection:
@@ -278,6 +317,25 @@ class Database:
             raise
         conn.add_termination_listener(on_terminate)
         return conn
+
+
+class DedicatedSession:
+    """One connection of its own (not pooled), held while a :meth:`Database.session` block runs.
+
+    Session state set on it (an advisory lock, a ``SET``) lives exactly as
+    long as the connection: PostgreSQL drops it when the connection ends,
+    whether we close it or this process dies. ``lost`` is set when the
+    connection is lost; the block should then end and open a new session.
+    """
+
+    def __init__(self, database: Database, conn: asyncpg.Connection, lost: trio.Event) -> None:
+        self._database = database
+        self._conn = conn
+        self.lost = lost
+
+    async def run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run ``await fn(conn, *args)`` on this session's connection (see :meth:`Database.run`)."""
+        return await self._database._call(fn(self._conn, *args))
 
 
 class Tx:
@@ -372,6 +430,11 @@ async def _listen_close(
             await asyncio.wait_for(conn.remove_listener(channel, on_notify), CLEANUP_TIMEOUT_S)
         except Exception:
             pass  # closing the connection unlistens anyway
+    await _close_connection(conn)
+
+
+async def _session_close(conn: asyncpg.Connection, on_terminate: Callable[..., None]) -> None:
+    conn.remove_termination_listener(on_terminate)
     await _close_connection(conn)
 
 

@@ -17,6 +17,10 @@ One write must not sink its neighbours: when a batch fails (a write raises, or
 a deferred constraint fails at COMMIT) it is rolled back and its writes are
 run again, each in a transaction of its own, so each waiter gets exactly its
 own result or exception. Writes must therefore touch nothing but ``conn``.
+A write that alone still meets a deadlock or a serialization failure (two
+concurrent batches took the same rows in another order) is run again, up to
+:data:`CONFLICT_RETRIES` times with a short random pause: those failures say
+nothing about the write itself, so its waiter never sees them.
 
 Several batches may be in flight at once (``max_concurrent``, each on its own
 pooled connection): while one commits, the next one fills.
@@ -24,7 +28,9 @@ pooled connection): while one commits, the next one fills.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -42,6 +48,10 @@ log = logging.getLogger("scenic.storage.group_commit")
 
 T = TypeVar("T")
 Write = Callable[[asyncpg.Connection], Awaitable[Any]]
+#: how often a write alone is run again after a deadlock or serialization failure
+CONFLICT_RETRIES = 5
+#: PostgreSQL's answers that mean "run it again", not "this write is wrong"
+RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 
 
 class BulkWriter(Protocol):
@@ -224,16 +234,30 @@ async def _commit_batch(
             results = await _write_all(conn, writes)
         return results, False
     except Exception as exc:
-        if len(writes) == 1:
+        if len(writes) == 1 and not isinstance(exc, RETRYABLE):
             return [outcome.Error(exc)], False
     alone: list[outcome.Outcome] = []
     for write in writes:
+        alone.append(await _commit_alone(conn, write))
+    return alone, True
+
+
+async def _commit_alone(conn: asyncpg.Connection, write: Write | BulkItem) -> outcome.Outcome:
+    """One write in a transaction of its own, run again after deadlocks. (asyncio side.)"""
+    retries = 0
+    while True:
         try:
             async with conn.transaction():
-                alone.extend(await _write_all(conn, [write]))
+                (result,) = await _write_all(conn, [write])
+            return result
+        except RETRYABLE as exc:
+            retries += 1
+            if retries > CONFLICT_RETRIES:
+                return outcome.Error(exc)
+            log.info("group_commit.conflict_retry", extra={"error": type(exc).__name__})
+            await asyncio.sleep(random.uniform(0.001, 0.01) * retries)
         except Exception as exc:
-            alone.append(outcome.Error(exc))
-    return alone, True
+            return outcome.Error(exc)
 
 
 @asynccontextmanager

@@ -15,7 +15,7 @@ import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -34,6 +34,7 @@ from actors.orders.domain import (
     PaymentRecord,
     PaymentStarted,
     RefundConfirmed,
+    RefundFailed,
     RefundRecord,
     TicketsIssued,
     TicketsRefunding,
@@ -69,8 +70,17 @@ async def load_order(conn: asyncpg.Connection, order_id: str) -> Order | None:
         "select * from tickets where order_id = $1 order by ticket_id", order_id
     )
     txn_of = {c["out_trade_no"]: c["channel_txn_id"] for c in confirmations if c["captured"]}
+    collected_of: Counter[str] = Counter()
+    notified_of: dict[str, int] = {}
+    paid_in: dict[tuple[str, str], int] = {}
     for confirmation in confirmations:
+        if confirmation["notified_fen"] is not None:
+            notified_of[confirmation["out_trade_no"]] = confirmation["notified_fen"]
         txn_of.setdefault(confirmation["out_trade_no"], confirmation["channel_txn_id"])
+        collected_of[confirmation["out_trade_no"]] += confirmation["amount_fen"]
+        paid_in[(confirmation["channel"], confirmation["channel_txn_id"])] = confirmation[
+            "amount_fen"
+        ]
     captured = next((c["out_trade_no"] for c in confirmations if c["captured"]), None)
     return Order(
         order_id=row["order_id"],
@@ -89,6 +99,8 @@ async def load_order(conn: asyncpg.Connection, order_id: str) -> Order | None:
                 p["started_at"],
                 txn_of.get(p["out_trade_no"]),
                 p["state"],
+                collected_of.get(p["out_trade_no"]),
+                notified_of.get(p["out_trade_no"]),
             )
             for p in payments
         },
@@ -117,6 +129,8 @@ async def load_order(conn: asyncpg.Connection, order_id: str) -> Order | None:
                 r["channel_txn_id"],
                 r["staff"],
                 r["confirmed_at"] is not None,
+                paid_in.get((r["channel"], r["channel_txn_id"]), 0),
+                r["failure"],
             )
             for r in refunds
         },
@@ -158,11 +172,19 @@ async def order_for_client_key(
     )
 
 
-async def order_of_payment(conn: asyncpg.Connection, out_trade_no: str) -> str | None:
-    """The order that payment attempt ``out_trade_no`` belongs to."""
-    return await conn.fetchval(
-        "select order_id from payments where out_trade_no = $1", out_trade_no
+class PaymentAttempt(NamedTuple):
+    """The order a payment attempt belongs to, and the amount it asked the channel for."""
+
+    order_id: str
+    amount_fen: int
+
+
+async def payment_attempt(conn: asyncpg.Connection, out_trade_no: str) -> PaymentAttempt | None:
+    """The order and amount asked of payment attempt ``out_trade_no``, if it exists."""
+    row = await conn.fetchrow(
+        "select order_id, amount_fen from payments where out_trade_no = $1", out_trade_no
     )
+    return None if row is None else PaymentAttempt(row["order_id"], row["amount_fen"])
 
 
 async def out_trade_no_of_txn(
@@ -354,12 +376,27 @@ async def _write_event(
         await _refund(
             conn, after, event.out_refund_no, captured.channel_txn_id, event.by_device, event.at
         )
-    elif isinstance(event, RefundConfirmed):
+    elif isinstance(event, RefundConfirmed | RefundFailed):
+        if isinstance(event, RefundConfirmed):
+            await conn.execute(
+                "update refunds set confirmed_at = $2, failed_at = null, failure = null "
+                "where out_refund_no = $1 and confirmed_at is null",
+                event.out_refund_no,
+                event.at,
+            )
+        else:
+            await conn.execute(
+                "update refunds set failed_at = $2, failure = $3 "
+                "where out_refund_no = $1 and confirmed_at is null",
+                event.out_refund_no,
+                event.at,
+                event.failure,
+            )
+        refund = after.refunds[event.out_refund_no]
         await conn.execute(
-            "update refunds set confirmed_at = $2 where out_refund_no = $1 "
-            "and confirmed_at is null",
-            event.out_refund_no,
-            event.at,
+            "update payments set state = $2 where out_trade_no = $1 and state <> $2",
+            refund.out_trade_no,
+            after.payments[refund.out_trade_no].state,
         )
     else:
         raise TypeError(f"no SQL for {event!r}")
@@ -384,8 +421,9 @@ async def _write_capture(
              returning 1),
            confirmed as (
              insert into payment_confirmations (channel, channel_txn_id, out_trade_no, order_id,
-                                                amount_fen, paid_at, received_at, captured)
-             select $1, $2, $3, $4, $5, $6, $7, true where exists (select 1 from v)),
+                                                amount_fen, paid_at, received_at, captured,
+                                                notified_fen)
+             select $1, $2, $3, $4, $5, $6, $7, true, $20 where exists (select 1 from v)),
            attempt as (
              update payments set state = 'captured'
               where out_trade_no = $3 and exists (select 1 from v)),
@@ -426,6 +464,7 @@ async def _write_capture(
         postings[0].memo,
         [p.account for p in postings],
         [p.amount_fen for p in postings],
+        captured.notified_fen,
     )
     if not done:
         raise StaleOrder(f"order {before.order_id} changed since version {before.version}")
@@ -436,8 +475,9 @@ async def _uncaptured_confirmation(
 ) -> None:
     await conn.execute(
         """insert into payment_confirmations (channel, channel_txn_id, out_trade_no, order_id,
-                                              amount_fen, paid_at, received_at, captured)
-           values ($1, $2, $3, $4, $5, $6, $7, false)""",
+                                              amount_fen, paid_at, received_at, captured,
+                                              notified_fen)
+           values ($1, $2, $3, $4, $5, $6, $7, false, $8)""",
         event.channel,
         event.channel_txn_id,
         event.out_trade_no,
@@ -445,6 +485,7 @@ async def _uncaptured_confirmation(
         event.amount_fen,
         event.paid_at,
         event.at,
+        event.notified_fen,
     )
 
 
@@ -472,7 +513,6 @@ async def _refund(
         requested_by,
         at,
     )
-    payment = order.payments[refund.out_trade_no]
     await enqueue(
         conn,
         "refund",
@@ -483,10 +523,30 @@ async def _refund(
             "out_trade_no": refund.out_trade_no,
             "out_refund_no": out_refund_no,
             "refund_fen": refund.amount_fen,
-            "total_fen": payment.amount_fen,
+            # what the channel collected in the transaction refunded: never the notified
+            # amount where the channel's query said otherwise
+            "total_fen": refund.payment_fen,
             "reason": refund.reason,
         },
         at,
+    )
+
+
+async def ensure_capacity_rows(conn: asyncpg.Connection, limits: CapacityLimits) -> None:
+    """Create the capacity rows of ``limits`` ((date, slot) -> capacity) not there yet.
+
+    Runs on its own, before the order's transaction: concurrent group-commit
+    batches that each inserted the same new rows in another order deadlocked
+    (one of them was refused). A row made here and never used holds nothing.
+    """
+    keys = sorted(limits)
+    await conn.execute(
+        """insert into capacity (visit_date, slot, capacity)
+           select * from unnest($1::date[], $2::text[], $3::int[]) order by 1, 2
+           on conflict do nothing""",
+        [visit_date for visit_date, _ in keys],
+        [slot for _, slot in keys],
+        [limits[key] for key in keys],
     )
 
 
