@@ -217,7 +217,16 @@ class GateDesk:
             await db.run(ticket_queries.occupancy_since, midnight)
         ).items():
             self.occupancy[zone] = Occupancy(entries, exits)
-        log.info("gates.loaded", extra={"warm_tickets": len(self.book), "gates": len(self.modes)})
+        log.info(
+            "gates.loaded",
+            extra={
+                "warm_tickets": len(self.book),
+                # the gates the catalog lists; gates it does not list admit to its main zone
+                "gates": len(catalog.gates),
+                # gates whose mode an admin ever set (the others are in normal mode)
+                "gate_modes": len(self.modes),
+            },
+        )
 
     async def run_timers(self) -> None:
         """Time out passages nobody reported, until cancelled."""
