@@ -60,6 +60,23 @@ class TicketBook:
         return len(self._tickets)
 
 
+@attrs.frozen
+class TicketUse:
+    """How much of its entitlement a ticket has used, as the service desk is shown it."""
+
+    entries_allowed: int | None  # None: unlimited on its day
+    entries_used: int
+    #: entered and not yet left (anti-passback wants an exit before the next entry)
+    inside: bool
+
+    @property
+    def entries_left(self) -> int | None:
+        """Entries still allowed (``None``: unlimited)."""
+        if self.entries_allowed is None:
+            return None
+        return max(self.entries_allowed - self.entries_used, 0)
+
+
 @attrs.define
 class Occupancy:
     """Passages into and out of one zone today."""
@@ -132,6 +149,18 @@ class GateDesk:
             record.refunded,
             record.version,
         )
+
+    def use_of(self, stored: TicketRecord) -> TicketUse:
+        """A ticket's use now: the fresher of its row just read and its warm copy.
+
+        The warm copy is written after each commit, so it can be newer than a
+        row read a moment before; another server process's scan makes the row
+        newer than the copy. The version says which is which.
+        """
+        warm = self.book.get(stored.ticket_id)
+        if warm is not None and warm.version > stored.version:
+            return TicketUse(warm.entries_allowed, warm.entries_used, warm.inside)
+        return TicketUse(stored.entries_allowed, stored.entries_used, stored.inside)
 
     def passed(self, zone: str, direction: str) -> None:
         """A visitor walked into (or out of) ``zone``."""
@@ -217,7 +246,16 @@ class GateDesk:
             await db.run(ticket_queries.occupancy_since, midnight)
         ).items():
             self.occupancy[zone] = Occupancy(entries, exits)
-        log.info("gates.loaded", extra={"warm_tickets": len(self.book), "gates": len(self.modes)})
+        log.info(
+            "gates.loaded",
+            extra={
+                "warm_tickets": len(self.book),
+                # the gates the catalog lists; gates it does not list admit to its main zone
+                "gates": len(catalog.gates),
+                # gates whose mode an admin ever set (the others are in normal mode)
+                "gate_modes": len(self.modes),
+            },
+        )
 
     async def run_timers(self) -> None:
         """Time out passages nobody reported, until cancelled."""

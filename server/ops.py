@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 #: every device role the server knows
 ROLES = ("kiosk", "counter", "gate", "rental", "channel", "admin")
 ALL_ROLES = frozenset(ROLES)
+#: what a device id may be (``scenic device add`` and the devices table hold it to this):
+#: 1 to 64 characters, ASCII letters, digits, ``_``, ``.``, ``-``, beginning with a letter or digit
+DEVICE_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 
 
 @attrs.frozen

@@ -29,7 +29,7 @@ from server.errors import (
     UnknownOp,
 )
 from server.logs import device_var, request_var
-from server.ops import OpContext, OpSpec
+from server.ops import DEVICE_ID_PATTERN, OpContext, OpSpec
 from server.schema import Arg, parse_args
 
 if TYPE_CHECKING:
@@ -43,11 +43,13 @@ CLOSE_POLICY = 1008
 CLOSE_REVOKED = 4001
 
 HELLO_ARGS = (
-    Arg("device", "text", max_len=64),
+    Arg("device", "text", max_len=64, pattern=DEVICE_ID_PATTERN),
     Arg("token", "text", max_len=256),
 )
 
 # Errors that mean "this client sends garbage"; enough of them close the connection.
+# A ``bad_request`` counts wherever it comes from: the envelope, the declared
+# args, or a check inside the op (an unknown product, an empty order).
 _GARBAGE_CODES = frozenset(
     {"bad_frame", "too_large", "bad_request", "unknown_op", "not_authenticated"}
 )
@@ -179,12 +181,17 @@ class Session:
             },
         )
         await self.ws.send_message(error_frame(request_id, error.code, error.message))
-        if error.code in _GARBAGE_CODES:
-            self._bad_frames += 1
-            if self._bad_frames >= self.services.config.max_bad_frames:
-                log.warning("connection.garbage", extra={"remote": self.remote})
-                self._close_code, self._close_reason = CLOSE_POLICY, "too many bad requests"
-                return False
+        return not self._count_garbage(error.code)
+
+    def _count_garbage(self, code: str) -> bool:
+        """Count an error answered with ``code``; ``True`` when the connection must now close."""
+        if code not in _GARBAGE_CODES:
+            return False
+        self._bad_frames += 1
+        if self._bad_frames < self.services.config.max_bad_frames:
+            return False
+        log.warning("connection.garbage", extra={"remote": self.remote})
+        self._close_code, self._close_reason = CLOSE_POLICY, "too many bad requests"
         return True
 
     async def _hello_or_refuse(self, request: Request) -> bool:
@@ -228,10 +235,12 @@ class Session:
     async def _run(self, request: Request, spec: OpSpec, args: dict[str, Any]) -> None:
         request_var.set(request.id)
         context = OpContext(self.device_id, self.role, request.id, self, self.services)
+        code = None
         try:
             result = await spec.handler(context, args)
             frame = ok_frame(request.id, result)
         except ScenicError as exc:
+            code = exc.code
             frame = error_frame(request.id, exc.code, exc.message)
         except Exception:
             log.exception("request.failed", extra={"op": request.op})
@@ -242,3 +251,7 @@ class Session:
             await self.ws.send_message(frame)
         except ConnectionClosed:
             log.info("reply.undeliverable", extra={"op": request.op})
+            return
+        if code is not None and self._count_garbage(code):
+            # as for garbage the read loop finds: read no more, let in-flight replies go out
+            self._reading.cancel()

@@ -30,8 +30,7 @@ from server.storage.tickets import (
     TicketRecord,
     give_back_entry,
     load_ticket,
-    record_conflict,
-    record_scan,
+    record_scan_and_conflict,
     stored_verdict,
 )
 
@@ -81,7 +80,8 @@ class ScanOutcome:
     """What a scan came to, as the gate is told."""
 
     verdict: Verdict
-    ticket_id: str
+    #: the ticket the code names (``None`` for a forged code)
+    ticket_id: str | None
     was_inside: bool = False
     #: the scan id was recorded before: this is the stored verdict, nothing changed now
     repeated: bool = False
@@ -176,7 +176,9 @@ class TicketActor:
             version = await self.env.submit_bulk(SCAN_WRITER, (record, change))
         else:  # rare (merging an offline journal): the conflict row goes in the same write;
             # the ticket is left as it was, so there is no change to record
-            version = await self.env.submit(partial(_record_conflict, record, conflict))
+            version = await self.env.submit(
+                partial(_record_conflict, record, conflict, conflict_detail(conflict))
+            )
         if version is None:  # this gate sent this scan id before
             stored = await self.env.run(stored_verdict, scan.gate.gate_id, scan.scan_id)
             repeat = Verdict(stored.granted, stored.reason, stored.entries_left, stored.consumed)
@@ -206,6 +208,12 @@ class TicketActor:
         return None
 
 
+def conflict_detail(kind: str, why: str | None = None) -> str:
+    """The text a conflict is recorded with (``gate.conflicts`` shows it)."""
+    detail = f"admitted offline; the server would have refused: {kind}"
+    return detail if why is None else f"{detail} ({why})"
+
+
 def _merge_offline(
     offline: OfflineDecision,
     verdict: Verdict,
@@ -226,20 +234,21 @@ def _merge_offline(
     return Verdict(True, "ok", verdict.entries_left), state, verdict.reason
 
 
-async def _record_conflict(record: ScanRecord, conflict: str, conn) -> int | None:
-    if not await record_scan(conn, record):
-        return None
-    await record_conflict(
-        conn,
-        record.gate_id,
-        record.scan_id,
-        record.ticket_id,
-        conflict,
-        f"admitted offline; the server would have refused: {conflict}",
-        record.at,
-        record.recorded_at,
-    )
-    return 0
+def merge_offline_forged(offline: OfflineDecision) -> tuple[Verdict, str | None]:
+    """What a journal entry for a code this site did not make comes to.
+
+    It is recorded as the gate decided. A gate that let a forged code
+    through is a conflict (``forged``) whether or not the visitor walked
+    through: its offline check accepted a code it should have refused.
+    Returns the verdict to record and the conflict, if any.
+    """
+    if not offline.granted:
+        return Verdict(False, offline.reason, None), None
+    return Verdict(True, "ok", None), "forged"
+
+
+async def _record_conflict(record: ScanRecord, kind: str, detail: str, conn) -> int | None:
+    return 0 if await record_scan_and_conflict(conn, record, kind, detail) else None
 
 
 async def _give_back(gate_id: str, scan_id: str, change: TicketChange, at: datetime, conn):

@@ -10,6 +10,14 @@ through. No I/O, no clock: the local date and time come in a
 
 Exits are generous: a genuine ticket may always leave (safety first), and
 leaving clears its "inside" flag so anti-passback lets it in again.
+
+When several refusals apply, one wins, in this order (docs/gates.md):
+``gate_closed`` (a locked gate refuses everything), then free passage
+(grants everything, forged codes included), ``forged`` (decided from the
+code's tag before these rules run), ``unknown``, an exit (granted),
+``refunded``, ``wrong_gate``, ``not_today``, ``wrong_slot``, ``passback``,
+``used_up``. So a ticket still inside with no entries left gets
+``passback``: it must leave first, and gets ``used_up`` after.
 """
 
 from __future__ import annotations

@@ -10,16 +10,24 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import trio
 
 from actors.gates.actor import ExpectPassage, Passage, SetMode, settle
-from actors.tickets.actor import OfflineDecision, ScanOutcome, ScanTicket
+from actors.tickets.actor import (
+    OfflineDecision,
+    ScanOutcome,
+    ScanTicket,
+    conflict_detail,
+    merge_offline_forged,
+)
 from actors.tickets.codes import ForgedCode
-from actors.tickets.rules import MODES, REASONS, Verdict, refused
+from actors.tickets.rules import MODES, REASONS, GateView, Verdict, refused
 from server.errors import BadRequest
-from server.ops import OpContext, OpTable
+from server.ops import DEVICE_ID_PATTERN, OpContext, OpTable
 from server.schema import Arg
 from server.storage import tickets as ticket_queries
 from server.storage.tickets import ScanRecord
@@ -67,53 +75,93 @@ async def scan_ticket(
     at: datetime,
     direction: str,
     offline: OfflineDecision | None = None,
-) -> tuple[Verdict, str | None, ScanOutcome | None]:
-    """Decide and record one scan; returns the verdict, the ticket id, the ticket's outcome."""
+) -> ScanOutcome:
+    """Decide and record one scan (online, or an entry of an offline gate's journal).
+
+    An online scan is judged with the gate's mode now. A journal entry is
+    judged as a gate in normal mode would judge it: the server does not
+    know the mode an offline gate was in, and what it decided is in the entry.
+    """
     desk = services.gates
     gate = desk.view(gate_id)
+    if offline is not None and gate.mode != "normal":
+        gate = attrs.evolve(gate, mode="normal")
     now = services.clock()
     try:
         ticket_id = services.ticket_id_of_code(code)
     except ForgedCode as exc:
         security_log.warning(
-            "scan.forged", extra={"gate": gate_id, "scan_id": scan_id, "detail": exc.message}
+            "scan.forged",
+            extra={
+                "gate": gate_id,
+                "scan_id": scan_id,
+                "detail": exc.message,
+                "offline": offline is not None,
+                "offline_granted": offline is not None and offline.granted,
+            },
         )
-        ticket_id = None
-    if ticket_id is None or gate.mode == "locked":
-        if gate.mode == "free":
-            verdict = Verdict(True, "ok", None)
-        elif gate.mode == "locked":
-            verdict = refused("gate_closed")
-        else:
-            verdict = refused("forged")
-        if offline is not None:
-            verdict = Verdict(offline.granted, offline.reason, None)
-        record = ScanRecord(
-            gate_id,
-            scan_id,
-            None,
-            gate.zone,
-            direction,
-            at,
-            now,
-            verdict.granted,
-            verdict.reason,
-            None,
-            False,
-            offline=offline is not None,
-            passed=None if offline is None else offline.passed,
-            code_hint=code[:64],
-        )
-        if await services.committer.submit_bulk(ticket_queries.SCAN_WRITER, (record, None)) is None:
-            stored = await services.db.run(ticket_queries.stored_verdict, gate_id, scan_id)
-            verdict = Verdict(stored.granted, stored.reason, stored.entries_left)
-        return verdict, None, None
-    outcome: ScanOutcome = await services.registry.ask(
+        return await _scan_forged(services, gate, scan_id, code, at, now, direction, offline, exc)
+    return await services.registry.ask(
         ("ticket", ticket_id),
         ScanTicket(gate, scan_id, direction, at, now, desk.moment(at), code[:64], offline),
         services.config.ask_timeout_s,
     )
-    return outcome.verdict, ticket_id, outcome
+
+
+async def _scan_forged(
+    services: Services,
+    gate: GateView,
+    scan_id: str,
+    code: str,
+    at: datetime,
+    now: datetime,
+    direction: str,
+    offline: OfflineDecision | None,
+    forged: ForgedCode,
+) -> ScanOutcome:
+    """Record a scan of a code this site did not make; it names no ticket, so no actor."""
+    if gate.mode == "locked":
+        verdict = refused("gate_closed")
+    elif gate.mode == "free":
+        verdict = Verdict(True, "ok", None)
+    else:
+        verdict = refused("forged")
+    conflict = None
+    if offline is not None:
+        verdict, conflict = merge_offline_forged(offline)
+    record = ScanRecord(
+        gate.gate_id,
+        scan_id,
+        None,
+        gate.zone,
+        direction,
+        at,
+        now,
+        verdict.granted,
+        verdict.reason,
+        None,
+        False,
+        offline=offline is not None,
+        passed=None if offline is None else offline.passed,
+        code_hint=code[:64],
+    )
+    if conflict is None:
+        recorded = await services.committer.submit_bulk(ticket_queries.SCAN_WRITER, (record, None))
+        recorded = recorded is not None
+    else:
+        recorded = await services.committer.submit(
+            partial(
+                ticket_queries.record_scan_and_conflict,
+                scan=record,
+                kind=conflict,
+                detail=conflict_detail(conflict, forged.message),
+            )
+        )
+    if not recorded:  # this gate sent this scan id before
+        stored = await services.db.run(ticket_queries.stored_verdict, gate.gate_id, scan_id)
+        verdict = Verdict(stored.granted, stored.reason, stored.entries_left)
+        return ScanOutcome(verdict, None, repeated=True)
+    return ScanOutcome(verdict, None, conflict=conflict)
 
 
 def register(table: OpTable) -> None:
@@ -133,23 +181,24 @@ def register(table: OpTable) -> None:
         """A gate scanned a code: granted or denied, why, and the entries left."""
         services = ctx.services
         at = _scan_time(services, args["at"])
-        verdict, ticket_id, outcome = await scan_ticket(
+        outcome = await scan_ticket(
             services, ctx.device_id, args["scan_id"], args["code"], at, args["direction"]
         )
+        verdict = outcome.verdict
         timeout_s = services.gates.passage_timeout_s
-        if verdict.granted and (outcome is None or not outcome.repeated):
+        if verdict.granted and not outcome.repeated:
             services.registry.tell(
                 ("gate", ctx.device_id),
                 ExpectPassage(
                     args["scan_id"],
-                    ticket_id,
+                    outcome.ticket_id,
                     args["direction"],
                     verdict.consumed,
-                    outcome.was_inside if outcome is not None else False,
+                    outcome.was_inside,
                     trio.current_time() + timeout_s,
                 ),
             )
-        return verdict_reply(args["scan_id"], verdict, ticket_id, timeout_s)
+        return verdict_reply(args["scan_id"], verdict, outcome.ticket_id, timeout_s)
 
     @table.op("gate.passage", roles={"gate"}, args=(SCAN_ID, Arg("passed", "bool")))
     async def gate_passage(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
@@ -239,7 +288,7 @@ def register(table: OpTable) -> None:
         for entry in args["entries"]:
             at = datetime.fromtimestamp(entry["at"], UTC)
             decision = OfflineDecision(entry["granted"], entry["reason"], entry["passed"])
-            verdict, ticket_id, outcome = await scan_ticket(
+            outcome = await scan_ticket(
                 services,
                 ctx.device_id,
                 entry["scan_id"],
@@ -248,15 +297,19 @@ def register(table: OpTable) -> None:
                 entry["direction"],
                 decision,
             )
-            if outcome is not None and outcome.repeated:
+            if outcome.repeated:
                 repeated += 1
                 continue
             merged += 1
-            if outcome is not None and outcome.conflict is not None:
+            if outcome.conflict is not None:
                 conflicts.append(
-                    {"scan_id": entry["scan_id"], "ticket": ticket_id, "kind": outcome.conflict}
+                    {
+                        "scan_id": entry["scan_id"],
+                        "ticket": outcome.ticket_id,
+                        "kind": outcome.conflict,
+                    }
                 )
-            if verdict.granted and entry["passed"] and outcome is not None:
+            if outcome.verdict.granted and entry["passed"]:
                 services.gates.passed(services.gates.view(ctx.device_id).zone, entry["direction"])
         if conflicts:
             log.warning(
@@ -267,7 +320,10 @@ def register(table: OpTable) -> None:
     @table.op(
         "gate.set_mode",
         roles={"admin"},
-        args=(Arg("gate", "text", max_len=64), Arg("mode", "text", pattern="|".join(MODES))),
+        args=(
+            Arg("gate", "text", max_len=64, pattern=DEVICE_ID_PATTERN),
+            Arg("mode", "text", pattern="|".join(MODES)),
+        ),
     )
     async def gate_set_mode(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         """Set a gate's mode (normal, locked, free passage); the gate is told at once."""
@@ -278,7 +334,7 @@ def register(table: OpTable) -> None:
             services.config.ask_timeout_s,
         )
 
-    @table.op("site.occupancy", roles={"admin", "gate"})
+    @table.op("site.occupancy", roles={"admin"})
     async def site_occupancy(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         """Visitors inside each zone now: entries and exits that passed today."""
         return ctx.services.gates.occupancy_view()

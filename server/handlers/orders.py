@@ -16,6 +16,7 @@ from actors.orders.domain import (
     CancelOrder,
     ConfirmPayment,
     CreateOrder,
+    IssuedTicket,
     Order,
     OrderLine,
     PaymentRecord,
@@ -23,10 +24,12 @@ from actors.orders.domain import (
     StartPayment,
 )
 from server.errors import BadRequest, NotFound, ScenicError
+from server.gates import TicketUse
 from server.ids import new_order_id, new_out_refund_no, new_out_trade_no
 from server.ops import OpContext, OpTable
 from server.schema import Arg
 from server.storage import orders as order_queries
+from server.storage import tickets as ticket_queries
 
 if TYPE_CHECKING:
     from server.app import Services
@@ -52,8 +55,19 @@ async def ask_order(services: Services, order_id: str, command: object) -> Order
     return await services.registry.ask(("order", order_id), command, services.config.ask_timeout_s)
 
 
-def order_view(order: Order, services: Services) -> dict[str, Any]:
-    """The order as the protocol shows it (docs/protocol.md, ``order``)."""
+async def order_view(order: Order, services: Services) -> dict[str, Any]:
+    """The order as the protocol shows it (docs/protocol.md, ``order``).
+
+    Its tickets' use is read as the gates keep it (the database, and this
+    server's warm copy when that is newer), so a scan answered a moment ago
+    shows.
+    """
+    stored = (
+        await services.db.run(ticket_queries.tickets_of_order, order.order_id)
+        if order.tickets
+        else []
+    )
+    use = {record.ticket_id: services.gates.use_of(record) for record in stored}
     return {
         "order": order.order_id,
         "status": order.status.value,
@@ -71,17 +85,8 @@ def order_view(order: Order, services: Services) -> dict[str, Any]:
             for line in order.lines
         ],
         "payments": [payment_view(order, p) for p in order.payments.values()],
-        "tickets": [
-            {
-                "ticket": t.ticket_id,
-                "code": t.code,
-                "product": t.product_id,
-                "date": t.visit_date.isoformat(),
-                "slot": t.slot,
-                "refunded": t.ticket_id in order.void_ticket_ids,
-            }
-            for t in order.tickets
-        ],
+        # every issued ticket has its row: tickets are written in the capture's transaction
+        "tickets": [_ticket_view(t, order, use[t.ticket_id]) for t in order.tickets],
         "refunds": [
             {
                 "out_refund_no": r.out_refund_no,
@@ -113,6 +118,21 @@ def payment_view(order: Order, payment: PaymentRecord) -> dict[str, Any]:
         ),
         "state": payment.state,
         "channel_txn_id": payment.channel_txn_id,
+    }
+
+
+def _ticket_view(ticket: IssuedTicket, order: Order, use: TicketUse) -> dict[str, Any]:
+    return {
+        "ticket": ticket.ticket_id,
+        "code": ticket.code,
+        "product": ticket.product_id,
+        "date": ticket.visit_date.isoformat(),
+        "slot": ticket.slot,
+        "refunded": ticket.ticket_id in order.void_ticket_ids,
+        "entries_allowed": use.entries_allowed,
+        "entries_used": use.entries_used,
+        "entries_left": use.entries_left,
+        "inside": use.inside,
     }
 
 
@@ -176,26 +196,26 @@ def register(table: OpTable) -> None:
             try:
                 outcome = await ask_order(services, command.order_id, command)
                 services.expiry.watch(outcome.order.order_id, outcome.order.expires_at)
-                return order_view(outcome.order, services)
+                return await order_view(outcome.order, services)
             except ScenicError as exc:
                 if exc.code != "order_exists":
                     raise
             existing = await services.db.run(
                 order_queries.order_for_client_key, ctx.device_id, args["client_key"]
             )
-        return order_view(await _current(services, existing), services)
+        return await order_view(await _current(services, existing), services)
 
     @table.op("order.get", roles=SELLERS | DESK, args=(ORDER_ID,))
     async def order_get(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         """The order with its payments, tickets and refunds."""
-        return order_view(await _current(ctx.services, args["order"]), ctx.services)
+        return await order_view(await _current(ctx.services, args["order"]), ctx.services)
 
     @table.op("order.cancel", roles=SELLERS | DESK, args=(ORDER_ID,))
     async def order_cancel(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         """Cancel a pending order and release its capacity."""
         services = ctx.services
         outcome = await ask_order(services, args["order"], CancelOrder(services.clock()))
-        return order_view(outcome.order, services)
+        return await order_view(outcome.order, services)
 
     @table.op(
         "payment.start",
@@ -304,7 +324,7 @@ def register(table: OpTable) -> None:
             tuple(tickets), args["reason"], f"{ctx.device_id}:{args['key']}", refund_no, now
         )
         outcome = await ask_order(services, args["order"], command)
-        return order_view(outcome.order, services)
+        return await order_view(outcome.order, services)
 
     @table.op(
         "order.find",
@@ -313,7 +333,7 @@ def register(table: OpTable) -> None:
             Arg("order", "text", required=False, max_len=40),
             Arg("out_trade_no", "text", required=False, max_len=32),
             Arg("channel_txn_id", "text", required=False, max_len=64),
-            Arg("ticket", "text", required=False, max_len=200),
+            Arg("ticket", "text", required=False, max_len=512),
         ),
     )
     async def order_find(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
@@ -323,6 +343,8 @@ def register(table: OpTable) -> None:
         if len(given) != 1:
             raise BadRequest("give exactly one of order, out_trade_no, channel_txn_id, ticket")
         ((kind, value),) = given.items()
+        if not value:
+            raise BadRequest(f"argument {kind!r} must not be empty")
         if kind == "ticket":
             value = services.ticket_id_of_code(value)
         order_id = await services.db.run(order_queries.find_order, kind, value)
@@ -330,7 +352,7 @@ def register(table: OpTable) -> None:
             raise NotFound(f"no order for {kind} {value}")
         order = await _current(services, order_id)
         story = await services.db.run(order_queries.order_story, order_id)
-        return {**order_view(order, services), "story": story}
+        return {**(await order_view(order, services)), "story": story}
 
 
 async def confirm_notification(services: Services, fields: dict[str, Any]) -> dict[str, Any]:

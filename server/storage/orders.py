@@ -221,41 +221,85 @@ async def find_order(conn: asyncpg.Connection, kind: str, value: str) -> str | N
     return await conn.fetchval(_FIND[kind], value)
 
 
+# the gate columns of a money step (named here: a union takes its first branch's names)
+_NO_GATE = """null::text as ticket_id, null::text as gate_id, null::text as direction,
+              null::boolean as granted, null::text as reason, null::integer as entries_left,
+              null::boolean as offline, null::boolean as passed, 0 as seq"""
+
+
 async def order_story(conn: asyncpg.Connection, order_id: str) -> list[dict[str, Any]]:
-    """Everything that happened to an order, oldest first, for the service desk."""
+    """Everything that happened to an order, oldest first, for the service desk.
+
+    Money steps (created, payments, refunds, closing) and gate steps: each
+    scan of the order's tickets with its verdict, and each passage reported
+    for a granted one (the scan's time for an offline gate's passage). A
+    passage sorts after its scan when the two share a time.
+    """
     rows = await conn.fetch(
-        """select created_at as at, 'created' as what, total_fen as amount_fen, null as ref
+        f"""with order_scans as (
+             select s.* from scans s join tickets t on t.ticket_id = s.ticket_id
+              where t.order_id = $1)
+           select created_at as at, 'created' as what, total_fen as amount_fen, null as ref,
+                  {_NO_GATE}
              from orders where order_id = $1
            union all
-           select started_at, 'payment started (' || channel || ')', amount_fen, out_trade_no
+           select started_at, 'payment started (' || channel || ')', amount_fen, out_trade_no,
+                  {_NO_GATE}
              from payments where order_id = $1
            union all
            select received_at,
                   case when captured then 'payment captured (' || channel || ')'
                        else 'payment received, to refund (' || channel || ')' end,
-                  amount_fen, channel_txn_id
+                  amount_fen, channel_txn_id, {_NO_GATE}
              from payment_confirmations where order_id = $1
            union all
-           select requested_at, 'refund requested: ' || reason, amount_fen, out_refund_no
+           select requested_at, 'refund requested: ' || reason, amount_fen, out_refund_no,
+                  {_NO_GATE}
              from refunds where order_id = $1
            union all
-           select confirmed_at, 'refund confirmed', amount_fen, out_refund_no
+           select confirmed_at, 'refund confirmed', amount_fen, out_refund_no, {_NO_GATE}
              from refunds where order_id = $1 and confirmed_at is not null
            union all
-           select closed_at, status, null, null
+           select closed_at, status, null, null, {_NO_GATE}
              from orders where order_id = $1 and closed_at is not null
-           order by 1, 2""",
+           union all
+           select at,
+                  direction || case when granted then ' granted' else ' refused: ' || reason end
+                  || case when offline then ' (offline)' else '' end,
+                  null, scan_id, ticket_id, gate_id, direction, granted, reason, entries_left,
+                  offline, null, 0
+             from order_scans
+           union all
+           select coalesce(passed_at, at),
+                  direction || case when passed then ' passed' else ' not passed' end,
+                  null, scan_id, ticket_id, gate_id, direction, null, null, null, null, passed, 1
+             from order_scans where passed is not null
+           order by at, seq, what""",
         order_id,
     )
-    return [
-        {
-            "at": r["at"].timestamp(),
-            "what": r["what"],
-            "amount_fen": r["amount_fen"],
-            "ref": r["ref"],
-        }
-        for r in rows
-    ]
+    return [_story_step(r) for r in rows]
+
+
+def _story_step(row: asyncpg.Record) -> dict[str, Any]:
+    step = {
+        "at": row["at"].timestamp(),
+        "what": row["what"],
+        "amount_fen": row["amount_fen"],
+        "ref": row["ref"],
+    }
+    if row["gate_id"] is None:
+        return step
+    step.update(ticket=row["ticket_id"], gate=row["gate_id"], direction=row["direction"])
+    if row["passed"] is None:
+        step.update(
+            granted=row["granted"],
+            reason=row["reason"],
+            entries_left=row["entries_left"],
+            offline=row["offline"],
+        )
+    else:
+        step["passed"] = row["passed"]
+    return step
 
 
 async def write_events(

@@ -82,6 +82,14 @@ async def load_ticket(conn: asyncpg.Connection, ticket_id: str) -> TicketRecord 
     return None if row is None else _record(row)
 
 
+async def tickets_of_order(conn: asyncpg.Connection, order_id: str) -> list[TicketRecord]:
+    """The tickets of order ``order_id`` as stored, by ticket id (their use, for the desk)."""
+    rows = await conn.fetch(
+        f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE order_id = $1 ORDER BY ticket_id", order_id
+    )
+    return [_record(row) for row in rows]
+
+
 async def tickets_of_dates(conn: asyncpg.Connection, first: date, last: date) -> list[TicketRecord]:
     """Every ticket for a visit date from ``first`` to ``last`` (to keep warm in memory)."""
     rows = await conn.fetch(
@@ -167,28 +175,29 @@ async def give_back_entry(
     return row["version"]
 
 
-async def record_conflict(
-    conn: asyncpg.Connection,
-    gate_id: str,
-    scan_id: str,
-    ticket_id: str | None,
-    kind: str,
-    detail: str,
-    at: datetime,
-    found_at: datetime,
-) -> None:
-    """Note an offline admission the server would have refused."""
+async def record_scan_and_conflict(
+    conn: asyncpg.Connection, scan: ScanRecord, kind: str, detail: str
+) -> bool:
+    """Record an offline admission the server would have refused, and flag it.
+
+    ``kind`` is the reason the server would have given; the conflict row
+    goes in with the scan, or not at all: False (nothing written) when the
+    scan id was recorded before.
+    """
+    if not await record_scan(conn, scan):
+        return False
     await conn.execute(
         """INSERT INTO gate_conflicts (gate_id, scan_id, ticket_id, kind, detail, at, found_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7)""",
-        gate_id,
-        scan_id,
-        ticket_id,
+        scan.gate_id,
+        scan.scan_id,
+        scan.ticket_id,
         kind,
         detail,
-        at,
-        found_at,
+        scan.at,
+        scan.recorded_at,
     )
+    return True
 
 
 async def conflicts(conn: asyncpg.Connection, since: datetime) -> list[dict]:
