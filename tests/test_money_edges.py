@@ -193,6 +193,7 @@ async def test_a_notification_the_channels_query_contradicts_is_decided_by_the_q
                 assert reply["result"] == "captured"  # the channel collected the total
                 flagged = await next_event(admin, "payment.flagged")
                 view = await kiosk.request("order.get", order=order["order"])
+                story = (await admin.request("order.find", order=order["order"]))["story"]
     assert flagged == {
         "order": order["order"],
         "out_trade_no": start["out_trade_no"],
@@ -202,6 +203,11 @@ async def test_a_notification_the_channels_query_contradicts_is_decided_by_the_q
         "collected_fen": total,
     }
     assert view["status"] == "paid"
+    [step] = [s for s in story if s["what"].startswith("flagged")]
+    assert step["what"] == (
+        f"flagged: the notification said {total + 500} fen, the channel collected {total} fen"
+    )
+    assert (step["amount_fen"], step["ref"]) == (total + 500, true_notification["channel_txn_id"])
     payment = payment_of(view, start["out_trade_no"])
     assert (payment["collected_fen"], payment["notified_fen"]) == (total, total + 500)
     stored = await db.fetchrow(
@@ -274,6 +280,7 @@ async def test_a_refund_the_channel_refuses_for_good_is_marked_failed_and_fails_
                 failed = await next_event(admin, "refund.failed", timeout=20)
                 await trio.sleep(2.5)  # long enough for two retries, were there any
                 view = await kiosk.request("order.get", order=order["order"])
+                story = (await admin.request("order.find", order=order["order"]))["story"]
     outbox = await db.fetchrow(
         "SELECT attempts, failed_at, done_at FROM outbox WHERE kind = 'refund'"
     )
@@ -283,6 +290,9 @@ async def test_a_refund_the_channel_refuses_for_good_is_marked_failed_and_fails_
     assert refund["state"] == "failed"
     assert refund["failure"].startswith("refund_exceeds_payment: ")
     assert payment_of(view, alipay["out_trade_no"])["state"] == "refund_failed"
+    assert {"at", "what", "amount_fen", "ref"} <= set(story[-1])
+    assert story[-1]["what"] == f"refund failed: {refund['failure']}"
+    assert story[-1]["ref"] == refund["out_refund_no"]
     assert failed["out_refund_no"] == refund["out_refund_no"]
     assert failed["failure"] == refund["failure"]
     assert failed["amount_fen"] == order["total_fen"]

@@ -374,3 +374,49 @@ async def test_asking_for_orders_that_do_not_exist_leaves_no_actors_behind(dsn, 
                         "order"
                     ):
                         await trio.sleep(0.02)
+
+
+async def test_catalog_places_shows_what_is_left_per_date_and_slot(dsn, db):
+    day = visit_day(3)
+    async with running_server(dsn, db, DEVICES) as server:
+        async with (
+            connect(server.url, "kiosk-1", server.tokens["kiosk-1"]) as kiosk,
+            connect(server.url, "gate-1", server.tokens["gate-1"]) as gate,
+        ):
+            before = await kiosk.request("catalog.places", date=day, days=2)
+            lines = [
+                {"product": "adult", "quantity": 3, "date": day},
+                {"product": "adult-slot", "quantity": 2, "date": day, "slot": "AM"},
+            ]
+            order = await kiosk.request("order.create", client_key="places", lines=lines)
+            after = await kiosk.request("catalog.places", date=day, days=2)
+            await kiosk.request("order.cancel", order=order["order"])
+            released = await kiosk.request("catalog.places", date=day)
+            golden = await kiosk.request("catalog.places", date="2026-10-01")
+            today = await kiosk.request("catalog.places")
+            with pytest.raises(RemoteError) as forbidden:
+                await gate.request("catalog.places")
+            refusals = []
+            for args in ({"date": "2026-02-30"}, {"days": 32}, {"days": 0}, {"date": "tomorrow"}):
+                with pytest.raises(RemoteError) as refused:
+                    await kiosk.request("catalog.places", **args)
+                refusals.append(refused.value.code)
+
+    def left(reply, index=0):
+        return {p["slot"]: p["left"] for p in reply["dates"][index]["places"]}
+
+    assert [d["date"] for d in before["dates"]] == [day, visit_day(4)]
+    assert left(before) == {None: 20000, "AM": 8000, "PM": 8000}
+    assert left(after) == {None: 19997, "AM": 7998, "PM": 8000}
+    assert after["dates"][0]["places"][0] == {
+        "slot": None,
+        "capacity": 20000,
+        "reserved": 3,
+        "left": 19997,
+    }
+    assert left(after, 1) == {None: 20000, "AM": 8000, "PM": 8000}
+    assert left(released) == {None: 20000, "AM": 8000, "PM": 8000}
+    assert left(golden) == {None: 15000, "AM": 6000, "PM": 6000}  # the holiday's own caps
+    assert len(today["dates"]) == 1
+    assert forbidden.value.code == "forbidden"
+    assert refusals == ["bad_request"] * 4

@@ -1,4 +1,4 @@
-"""Ops for selling: the catalog, orders, payments from every channel, refunds.
+"""Ops for selling: the catalog and its places left, orders, payments from every channel, refunds.
 
 Every op that touches an order asks that order's actor, so the order's
 commands run one at a time and each reply is sent after its commit. Ids and
@@ -8,6 +8,7 @@ times are minted here, in the shell, and travel in the command.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ from actors.orders.domain import (
     RefundTickets,
     StartPayment,
 )
+from server.catalog.model import WHOLE_DAY, Catalog
 from server.errors import BadRequest, NotFound, ScenicError
 from server.gates import TicketUse
 from server.ids import new_order_id, new_out_refund_no, new_out_trade_no
@@ -167,6 +169,24 @@ def register(table: OpTable) -> None:
                 for p in catalog.products
             ],
         }
+
+    @table.op(
+        "catalog.places",
+        roles={"kiosk", "counter", "admin", "rental"},
+        args=(
+            Arg("date", "text", required=False, pattern=r"\d{4}-\d{2}-\d{2}"),
+            Arg("days", "int", required=False, low=1, high=31, default=1),
+        ),
+    )
+    async def catalog_places(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+        """The places left per date and slot, from ``date`` (default today) for ``days`` days."""
+        services = ctx.services
+        catalog = services.current_catalog()
+        today = services.business_date(services.clock())
+        first = today if args["date"] is None else _date(args["date"])
+        days = [first + timedelta(days=n) for n in range(args["days"])]
+        reserved = await services.db.run(order_queries.reserved_between, days[0], days[-1])
+        return {"dates": [places_of_day(catalog, day, reserved) for day in days]}
 
     @table.op(
         "order.create",
@@ -467,6 +487,33 @@ async def collected_amount(
     return status.paid_fen, notified
 
 
+def places_of_day(
+    catalog: Catalog, day: date, reserved: Mapping[tuple[date, str], int]
+) -> dict[str, Any]:
+    """One date of ``catalog.places``: whole-day places first (slot null), then each slot."""
+    slots = [WHOLE_DAY, *(slot.slot_id for slot in catalog.slots)]
+    places = []
+    for slot in slots:
+        capacity = catalog.capacity_of(day, slot)
+        held = reserved.get((day, slot), 0)
+        places.append(
+            {
+                "slot": slot or None,
+                "capacity": capacity,
+                "reserved": held,
+                "left": max(0, capacity - held),
+            }
+        )
+    return {"date": day.isoformat(), "places": places}
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise BadRequest(f"'{text}' is not a date") from None
+
+
 async def _current(services: Services, order_id: str | None) -> Order:
     if order_id is None:
         raise NotFound("no such order")
@@ -481,10 +528,7 @@ def _order_line(services: Services, line: dict[str, Any], now: datetime) -> Orde
     product = catalog.product(line["product"])
     if product is None:
         raise BadRequest(f"unknown product {line['product']!r}")
-    try:
-        visit_date = date.fromisoformat(line["date"])
-    except ValueError:
-        raise BadRequest(f"'{line['date']}' is not a date") from None
+    visit_date = _date(line["date"])
     if visit_date < services.business_date(now):
         raise BadRequest(f"{visit_date} is in the past")
     slot = line["slot"]

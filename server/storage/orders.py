@@ -230,7 +230,8 @@ _NO_GATE = """null::text as ticket_id, null::text as gate_id, null::text as dire
 async def order_story(conn: asyncpg.Connection, order_id: str) -> list[dict[str, Any]]:
     """Everything that happened to an order, oldest first, for the service desk.
 
-    Money steps (created, payments, refunds, closing) and gate steps: each
+    Money steps (created, payments, flagged notifications, refunds asked,
+    confirmed or refused for good, closing) and gate steps: each
     scan of the order's tickets with its verdict, and each passage reported
     for a granted one (the scan's time for an offline gate's passage). A
     passage sorts after its scan when the two share a time.
@@ -257,8 +258,17 @@ async def order_story(conn: asyncpg.Connection, order_id: str) -> list[dict[str,
                   {_NO_GATE}
              from refunds where order_id = $1
            union all
+           select received_at,
+                  'flagged: the notification said ' || notified_fen || ' fen, the channel '
+                  || 'collected ' || amount_fen || ' fen',
+                  notified_fen, channel_txn_id, {_NO_GATE}
+             from payment_confirmations where order_id = $1 and notified_fen is not null
+           union all
            select confirmed_at, 'refund confirmed', amount_fen, out_refund_no, {_NO_GATE}
              from refunds where order_id = $1 and confirmed_at is not null
+           union all
+           select failed_at, 'refund failed: ' || failure, amount_fen, out_refund_no, {_NO_GATE}
+             from refunds where order_id = $1 and failed_at is not null
            union all
            select closed_at, status, null, null, {_NO_GATE}
              from orders where order_id = $1 and closed_at is not null
@@ -574,6 +584,18 @@ async def _refund(
         },
         at,
     )
+
+
+async def reserved_between(
+    conn: asyncpg.Connection, first: date, last: date
+) -> dict[tuple[date, str], int]:
+    """Places held (pending and paid orders) per (date, slot) from ``first`` to ``last``."""
+    rows = await conn.fetch(
+        "select visit_date, slot, reserved from capacity where visit_date between $1 and $2",
+        first,
+        last,
+    )
+    return {(row["visit_date"], row["slot"]): row["reserved"] for row in rows}
 
 
 async def ensure_capacity_rows(conn: asyncpg.Connection, limits: CapacityLimits) -> None:
