@@ -76,3 +76,24 @@ def test_duplicate_products_are_refused():
     doubled = MINIMAL + MINIMAL[MINIMAL.index("[[products]]") :]
     with pytest.raises(CatalogError, match="same id"):
         parse_catalog(doubled)
+
+
+def test_the_example_in_docs_catalog_md_parses_as_it_says():
+    import re
+    from datetime import date
+    from pathlib import Path
+
+    from server.catalog.model import WHOLE_DAY
+
+    text = (Path(__file__).parent.parent / "docs" / "catalog.md").read_text(encoding="utf-8")
+    (example,) = re.findall(r"```toml\n(.*?)```", text, re.S)
+    catalog = parse_catalog(example)
+    assert catalog.capacity_of(date(2026, 10, 1), WHOLE_DAY) == 15000
+    assert catalog.capacity_of(date(2026, 10, 1), "AM") == 6000
+    assert catalog.capacity_of(date(2026, 10, 2), WHOLE_DAY) == 20000
+    assert catalog.capacity_of(date(2026, 10, 2), "AM") == 8000
+    adult, morning = catalog.products
+    assert (adult.zones, adult.anti_passback, adult.needs_slot) == (("main",), True, False)
+    assert morning.needs_slot and morning.entries_allowed == 1
+    assert catalog.gate("G-MAIN-1").name == "South entrance, lane 1"
+    assert catalog.gate("G-OTHER").zone == "main"

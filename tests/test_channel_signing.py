@@ -158,3 +158,27 @@ def test_a_malformed_keys_file_is_a_clear_error(tmp_path, content):
         load_or_create_channel_keys(path)
     assert raised.value.code == "bad_channel_keys"
     assert str(path) in raised.value.message
+
+
+def test_the_worked_example_in_docs_channels_md_recomputes():
+    from pathlib import Path
+
+    from server.channels.keys import fingerprint
+    from server.channels.signing import canonical, sign
+
+    doc = (Path(__file__).parent.parent / "docs" / "channels.md").read_text(encoding="utf-8")
+    key = bytes.fromhex("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff")
+    fields = {
+        "channel": "wechat",
+        "out_trade_no": "P20261201K3M9Q2XT7VWA",
+        "channel_txn_id": "4200002402202612014422242085",
+        "amount_fen": 24000,
+        "paid_at": 1796090400.25,
+        "nonce": "5f0c2a8e9b1d4e7f8a6b3c2d1e0f9a8b",
+        "sign_ts": 1796090401.0,
+    }
+    as_integers = {**fields, "paid_at": 1796090400, "sign_ts": 1796090401}
+    for shown in (canonical(fields).decode(), sign(fields, key), sign(as_integers, key)):
+        assert shown in doc
+    assert canonical(as_integers).decode().endswith("&paid_at=1796090400&sign_ts=1796090401")
+    assert fingerprint(key) in doc
