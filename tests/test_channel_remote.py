@@ -182,6 +182,30 @@ async def test_bad_frames_and_unknown_ops_are_answered_not_fatal():
             nursery.cancel_scope.cancel()
 
 
+async def test_a_stalled_call_holds_up_no_other_call_on_its_connection():
+    with trio.fail_after(LIMIT_S):
+        async with trio.open_nursery() as nursery:
+            url, _ = await start_api(nursery)
+            async with RemoteChannel("wechat", url, KEYS["wechat"]) as wechat:
+                await wechat.create_payment("T1", 100, "", soon())
+                await wechat.inject_fault("query_payment", "stall", stall_s=30)
+                answered = []
+
+                async def stalled():
+                    await wechat.query_payment("T1")
+                    answered.append("stalled")
+
+                async with trio.open_nursery() as held:
+                    held.start_soon(stalled)
+                    await trio.sleep(0.2)
+                    with trio.fail_after(5):
+                        assert (await wechat.query_payment("T1")).state == "NOTPAY"
+                    assert answered == []  # still held
+                    held.cancel_scope.cancel()
+                await expect_code("bad_request", wechat.inject_fault("pay", "stall", stall_s=1))
+            nursery.cancel_scope.cancel()
+
+
 async def test_a_client_without_the_subprotocol_is_rejected():
     with trio.fail_after(LIMIT_S):
         async with trio.open_nursery() as nursery:
@@ -398,7 +422,8 @@ async def test_a_wrong_amount_can_be_reported_through_the_api():
                 await wechat.pay("T1", amount_fen=1)
                 await fake.wait_for(lambda: fake.accepted)
                 assert fake.accepted[0]["amount_fen"] == 1
-                assert (await wechat.query_payment("T1")).amount_fen == 10000
+                status = await wechat.query_payment("T1")
+                assert (status.amount_fen, status.paid_fen) == (10000, 1)
             nursery.cancel_scope.cancel()
 
 

@@ -121,11 +121,76 @@ def test_every_payment_gets_its_own_transaction_id():
     assert len(ids) == 200
 
 
-def test_a_channel_can_be_made_to_report_a_wrong_amount():
+def test_a_visitor_who_pays_a_wrong_amount_is_notified_queried_and_refunded_by_it():
     sim = simulator()
     created(sim)
-    assert sim.pay("T1", amount_fen=1)["amount_fen"] == 1
-    assert sim.query_payment("T1").amount_fen == 12800
+    assert sim.pay("T1", amount_fen=12801)["amount_fen"] == 12801
+    status = sim.query_payment("T1")
+    assert (status.amount_fen, status.paid_fen) == (12800, 12801)
+    assert refund_error(sim, "T1", "R1", 12801, 12800, "") == "amount_mismatch"
+    assert refund_error(sim, "T1", "R1", 12802, 12801, "") == "refund_exceeds_payment"
+    assert sim.refund("T1", "R1", 12801, 12801, "wrong amount").state == "SUCCESS"
+    assert refund_error(sim, "T1", "R2", 1, 12801, "") == "refund_exceeds_payment"
+    [row, refund] = parse_statement("wechat", sim.statement(date(2026, 11, 24)))
+    assert (row.kind, row.amount_fen, refund.amount_fen) == ("payment", 12801, 12801)
+
+
+def test_a_payment_below_the_total_bounds_its_refund_by_what_was_paid():
+    sim = simulator()
+    created(sim)
+    sim.pay("T1", amount_fen=100)
+    assert refund_error(sim, "T1", "R1", 101, 100, "") == "refund_exceeds_payment"
+    assert sim.refund("T1", "R1", 100, 100, "").refund_fen == 100
+    assert sim.query_payment("T1").state == "REFUND"
+
+
+def test_a_busy_fault_refuses_the_next_calls_and_changes_nothing():
+    sim = simulator()
+    paid(sim)
+    sim.inject_fault("refund", "system_busy", count=2)
+    for _ in range(2):
+        with pytest.raises(ChannelError) as raised:
+            sim.refund("T1", "R1", 100, 12800, "")
+        assert raised.value.code == "system_busy"
+        assert raised.value.transient
+    assert sim.refund("T1", "R1", 100, 12800, "").state == "SUCCESS"
+    assert sim.query_payment("T1").state == "REFUND"  # the other calls were never hit
+
+
+def test_a_stall_fault_is_taken_once_per_call_and_counts_down_on_its_own():
+    sim = simulator()
+    sim.inject_fault("query_payment", "stall", count=2, stall_s=1.5)
+    sim.inject_fault("query_payment", "system_busy")
+    assert [sim.take_stall("query_payment") for _ in range(3)] == [1.5, 1.5, 0.0]
+    assert sim.take_stall("refund") == 0.0
+    created(sim)
+    with pytest.raises(ChannelError):
+        sim.query_payment("T1")
+    assert sim.query_payment("T1").state == "NOTPAY"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("pay", "system_busy", 1, 0),
+        ("refund", "explode", 1, 0),
+        ("refund", "stall", 0, 0),
+        ("refund", "stall", 1, -1),
+        ("refund", "stall", 1, 3601),
+    ],
+)
+def test_faults_outside_their_range_are_refused(args):
+    with pytest.raises(ChannelError) as raised:
+        simulator().inject_fault(*args)
+    assert raised.value.code == "bad_request"
+
+
+def test_a_permanent_refusal_is_not_transient():
+    sim = simulator()
+    created(sim)
+    with pytest.raises(ChannelError) as raised:
+        sim.refund("T1", "R1", 100, 12800, "")
+    assert (raised.value.code, raised.value.transient) == ("not_paid", False)
 
 
 def test_paying_twice_is_refused():
