@@ -216,10 +216,10 @@ async def test_offline_the_agent_admits_by_signature_and_merges_on_reconnect(dsn
     assert used == {tickets[0]["ticket"]: 1, tickets[1]["ticket"]: 1}, (used, tickets)
 
 
-async def test_gate_sim_runs_gates_that_grant_and_refuse_with_reasons(dsn, db, tmp_path):
+async def test_gate_sim_runs_healthy_gates_that_grant_and_refuse_with_reasons(dsn, db, tmp_path):
     import io
 
-    from devices.gate_sim import SimPlan, run_gate_sim
+    from devices.gate_sim import GateSim, SimPlan
     from server.auth import hash_token, new_token
     from server.storage import devices
 
@@ -231,12 +231,14 @@ async def test_gate_sim_runs_gates_that_grant_and_refuse_with_reasons(dsn, db, t
         await devices.issue_device(db, "kiosk-sim", "kiosk", hash_token(kiosk))
         out = io.StringIO()
         plan = SimPlan(gates=3, rate=5.0, seconds=3.0, rescans=0.2, forged=0.1, seed=3)
-        tally = await run_gate_sim(
-            server.url, tokens, ("kiosk-sim", kiosk), plan, out=out, state_dir=tmp_path
-        )
+        sim = GateSim(plan, out=out, state_dir=tmp_path)
+        tally = await sim.run(server.url, tokens, ("kiosk-sim", kiosk))
     assert tally["ok"] > 0 and tally["forged"] > 0
     assert set(tally) <= {"ok", "forged", "passback", "used_up"}
     assert "✓ ok" in out.getvalue() and "✗ forged" in out.getvalue()
+    assert sim.not_opened == {}  # visitors arriving 5 a second never find the turnstile busy
+    assert "[turnstile" not in out.getvalue() and " ! " not in out.getvalue()
+    assert out.getvalue().splitlines()[-1] == sim.summary()
     assert await db.fetchval("SELECT count(*) FROM scans") == sum(tally.values())
 
 
