@@ -62,6 +62,7 @@ from devices.turnstile_protocol import (
 log = logging.getLogger("scenic.devices.simulators")
 
 _OUTGOING_QUEUE = 4096  # queued writes; more raise trio.WouldBlock
+FRAME_GAP_S = 0.1  # silence this long in the middle of a frame gives the partial frame up
 
 
 @attrs.define(eq=False)
@@ -214,7 +215,8 @@ class TurnstileSimulator(PtySimulator):
     acknowledged, and with probability ``walk_probability`` the visitor
     walks through and PASSED is sent after ``walk_delay_s``; else TIMEOUT is
     sent after ``window_s``. A fault does not stop an OPEN. STATUS is
-    answered by a STATUS_REPORT.
+    answered by a STATUS_REPORT. A partial frame followed by 0.1 s of silence
+    is given up, as the host does.
 
     Every event (PASSED, TIMEOUT, FAULT) is sent again every
     ``event_resend_s`` until the host acknowledges it (an ACK naming its CMD
@@ -310,7 +312,10 @@ class TurnstileSimulator(PtySimulator):
         pty.nursery.start_soon(self._resend_events)
         decoder = FrameDecoder()
         while True:
-            for item in decoder.feed(await self._read(pty)):
+            items: list[Message | DecodeError] | None = None
+            with trio.move_on_after(FRAME_GAP_S if decoder.pending else float("inf")):
+                items = decoder.feed(await self._read(pty))
+            for item in decoder.expire_partial() if items is None else items:
                 self._answer(pty, item)
 
     async def _resend_events(self) -> None:

@@ -391,3 +391,19 @@ async def test_a_frame_with_a_good_crc_the_controller_cannot_take_is_answered_na
             finally:
                 link.close()
     assert replies == [Nak(bytes.fromhex(frame)[2], NakReason.BAD_COMMAND)]
+
+
+async def test_the_controller_gives_up_a_partial_frame_after_a_tenth_of_a_second_of_silence():
+    with trio.fail_after(5):
+        async with TurnstileSimulator() as sim:
+            link = await SerialLink.open(sim.port)
+            try:
+                await link.write(b"\x02\xc8")  # a stray STX and a LEN of 200: a frame never sent
+                await trio.sleep(0.3)
+                await link.write(Lock().to_frame())
+                decoder, replies = FrameDecoder(), []
+                while not replies:
+                    replies = decoder.feed(await link.read_some())
+            finally:
+                link.close()
+    assert replies == [Ack(0x12, 0)] and sim.mode is Mode.LOCKED
