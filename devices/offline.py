@@ -106,10 +106,19 @@ class LocalUse:
             self.inside.discard(ticket_id)
 
     def given_back(self, ticket_id: str, direction: str, consumed: bool) -> None:
-        """Undo an admission nobody walked through."""
-        if direction == "entry" and consumed:
-            self.used[ticket_id] = max(self.used.get(ticket_id, 1) - 1, 0)
-            self.inside.discard(ticket_id)
+        """Undo a granted passage the visitor is known not to have made.
+
+        Only for a known outcome (TIMEOUT, or a turnstile that refused to
+        open): a passage whose outcome is unknown counts as made. An exit
+        nobody made leaves the visitor inside, so the ticket's next entry
+        still needs an exit first.
+        """
+        if direction == "entry":
+            if consumed:
+                self.used[ticket_id] = max(self.used.get(ticket_id, 1) - 1, 0)
+                self.inside.discard(ticket_id)
+        else:
+            self.inside.add(ticket_id)
 
 
 def local_moment(snapshot: GateSnapshot, at: datetime) -> ScanMoment:

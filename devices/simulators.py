@@ -62,6 +62,7 @@ from devices.turnstile_protocol import (
 log = logging.getLogger("scenic.devices.simulators")
 
 _OUTGOING_QUEUE = 4096  # queued writes; more raise trio.WouldBlock
+FRAME_GAP_S = 0.1  # silence this long in the middle of a frame gives the partial frame up
 
 
 @attrs.define(eq=False)
@@ -205,18 +206,33 @@ class ScannerSimulator(PtySimulator):
 class TurnstileSimulator(PtySimulator):
     """A turnstile controller: answers commands, walks visitors through, fails on request.
 
-    After an acknowledged OPEN, with probability ``walk_probability`` the
-    visitor walks through and PASSED is sent after ``walk_delay_s``;
-    otherwise TIMEOUT is sent after ``window_s``. One passage at a time:
-    another OPEN while one is pending is refused as busy. A repeat of the
-    most recent OPEN (same direction and ref), pending or finished, is
-    acknowledged again without opening again, so a driver's resend after a
-    lost ACK is harmless. OPEN is refused while locked. STATUS is answered by
-    a STATUS_REPORT.
+    An OPEN is checked in this order: a repeat of the most recent OPEN (same
+    direction and ref), pending or finished, is acknowledged again without
+    opening again, so a driver's resend after a lost ACK is harmless; then
+    OPEN is refused while locked (NAK 2); in free passage it is acknowledged
+    and PASSED follows at once (the arms are up); then another OPEN while a
+    passage is pending is refused as busy (NAK 1). Otherwise it is
+    acknowledged, and with probability ``walk_probability`` the visitor
+    walks through and PASSED is sent after ``walk_delay_s``; else TIMEOUT is
+    sent after ``window_s``. A fault does not stop an OPEN. STATUS is
+    answered by a STATUS_REPORT. A partial frame followed by 0.1 s of silence
+    is given up, as the host does.
 
-    :attr:`received` lists every command decoded, :attr:`sent` every message
-    put on the wire (not the dropped ones), for tests to inspect.
+    Every event (PASSED, TIMEOUT, FAULT) is sent again every
+    ``event_resend_s`` until the host acknowledges it (an ACK naming its CMD
+    and ref, a fault's ref being its number); at most
+    :data:`MAX_UNACKNOWLEDGED` wait, the oldest is given up beyond that.
+    Unplugging is a power cut: the pending passage and the unacknowledged
+    events are lost.
+
+    :attr:`received` lists every command decoded, :attr:`acknowledged` the
+    host's ACKs of events, :attr:`sent` every message put on the wire (not
+    the dropped or corrupted ones; resent events each time), for tests to
+    inspect.
     """
+
+    #: events kept for resending until the host acknowledges them
+    MAX_UNACKNOWLEDGED = 16
 
     def __init__(
         self,
@@ -224,18 +240,23 @@ class TurnstileSimulator(PtySimulator):
         walk_probability: float = 1.0,
         walk_delay_s: float = 0.3,
         window_s: float = 3.0,
+        event_resend_s: float = 0.5,
         rng: random.Random | None = None,
     ) -> None:
         super().__init__()
         self.walk_probability = walk_probability
         self.walk_delay_s = walk_delay_s
         self.window_s = window_s
+        self.event_resend_s = event_resend_s
         self.rng = rng or random.Random()
         self.mode = Mode.NORMAL
         self.received: list[Message] = []
+        self.acknowledged: list[Ack] = []
         self.sent: list[Message] = []
         self._passage: Passed | None = None  # the pending passage (its ref and direction)
         self._last_opened: Passed | None = None  # the most recent OPEN acknowledged
+        self._unacknowledged: list[Passed | TimedOut | Fault] = []
+        self._fault_numbers = 0
         self._faulted = False
         self._drop_replies = 0
         self._corrupt = 0
@@ -245,17 +266,33 @@ class TurnstileSimulator(PtySimulator):
         self._drop_replies += n
 
     def corrupt_next(self, n: int) -> None:
-        """Send the next ``n`` frames of any kind with a wrong CRC."""
+        """Send the next ``n`` frames of any kind (resent events too) with a wrong CRC."""
         self._corrupt += n
+
+    @property
+    def unacknowledged(self) -> list[Passed | TimedOut | Fault]:
+        """The events sent and not yet acknowledged by the host, oldest first."""
+        return list(self._unacknowledged)
 
     def send_garbage(self, data: bytes) -> None:
         """Send ``data`` as it is, between frames."""
         self._queue(data)
 
-    def fault(self, code: FaultCode | int, detail: str = "") -> None:
-        """Report a mechanism fault (jammed, power, sensor, forced); sets the fault flag."""
+    def fault(self, code: FaultCode | int, detail: str = "") -> Fault:
+        """Report a mechanism fault (jammed, power, sensor, forced); sets the fault flag.
+
+        Faults are numbered 1, 2, ... (after 65535 comes 1); returns the event sent.
+        """
+        self._fault_numbers = self._fault_numbers % 0xFFFF + 1
+        event = Fault(code, detail, self._fault_numbers)
         self._faulted = True
-        self._emit(Fault(code, detail))
+        self._send_event(event)
+        return event
+
+    def _send_event(self, event: Passed | TimedOut | Fault) -> None:
+        self._emit(event)  # raises while unplugged: then there is nothing to resend
+        self._unacknowledged.append(event)
+        del self._unacknowledged[: -self.MAX_UNACKNOWLEDGED]
 
     def _emit(self, message: Message, *, reply: bool = False) -> None:
         if reply and self._drop_replies:
@@ -271,15 +308,33 @@ class TurnstileSimulator(PtySimulator):
         self._queue(frame)
 
     async def _serve(self, pty: _Pty) -> None:
+        assert pty.nursery is not None
+        pty.nursery.start_soon(self._resend_events)
         decoder = FrameDecoder()
         while True:
-            for item in decoder.feed(await self._read(pty)):
+            items: list[Message | DecodeError] | None = None
+            with trio.move_on_after(FRAME_GAP_S if decoder.pending else float("inf")):
+                items = decoder.feed(await self._read(pty))
+            for item in decoder.expire_partial() if items is None else items:
                 self._answer(pty, item)
+
+    async def _resend_events(self) -> None:
+        while True:
+            await trio.sleep(self.event_resend_s)
+            for event in list(self._unacknowledged):
+                log.debug("simulator.event_resent", extra={"resent_event": repr(event)})
+                self._emit(event)
 
     def _answer(self, pty: _Pty, item: Message | DecodeError) -> None:
         if isinstance(item, DecodeError):
             if item.cmd is not None:  # a well-formed frame we do not understand
                 self._emit(Nak(item.cmd, NakReason.BAD_COMMAND), reply=True)
+            return
+        if isinstance(item, Ack):  # the host has an event: stop sending it; no answer
+            self.acknowledged.append(item)
+            self._unacknowledged = [
+                e for e in self._unacknowledged if (e.CMD, e.ref) != (item.cmd, item.ref)
+            ]
             return
         self.received.append(item)
         if isinstance(item, OpenEntry | OpenExit):
@@ -301,6 +356,10 @@ class TurnstileSimulator(PtySimulator):
             self._emit(Ack(command.CMD, command.ref), reply=True)  # a resend: same passage
         elif self.mode is Mode.LOCKED:
             self._emit(Nak(command.CMD, NakReason.LOCKED), reply=True)
+        elif self.mode is Mode.FREE:  # the arms are up: whoever comes walks through
+            self._emit(Ack(command.CMD, command.ref), reply=True)
+            self._last_opened = passage
+            self._send_event(passage)
         elif self._passage is not None:
             self._emit(Nak(command.CMD, NakReason.BUSY), reply=True)
         else:
@@ -317,10 +376,11 @@ class TurnstileSimulator(PtySimulator):
             await trio.sleep(self.window_s)
             outcome = TimedOut(passage.ref, passage.direction)
         self._passage = None
-        self._emit(outcome)
+        self._send_event(outcome)
 
     def _on_unplug(self) -> None:
         self._passage = None
+        self._unacknowledged = []
 
 
 class DisplaySimulator(PtySimulator):

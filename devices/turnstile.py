@@ -16,6 +16,12 @@ dies while a command waits, or is down when one is issued, it raises
 :class:`~devices.errors.DeviceUnplugged` at once; the driver reports
 ``on_fault("turnstile", "unplugged")`` and reopens the port with backoff.
 
+Events (PASSED, TIMEOUT, FAULT) are acknowledged to the controller as they
+are queued for :meth:`Turnstile.events`; the controller sends an event again
+until it is, so a frame lost on the line is not an event lost. A repeat of
+an event received in the last :data:`EVENT_REPEAT_S` seconds is acknowledged
+again but not queued twice.
+
 Bad CRCs, garbage and unexpected frames are logged, counted in
 :meth:`Turnstile.stats` and dropped. Controller faults arrive as
 :class:`Fault` events, not through ``on_fault`` (which is for the link).
@@ -51,6 +57,7 @@ from devices.turnstile_protocol import (
     RequestStatus,
     StatusReport,
     TimedOut,
+    event_ack,
 )
 
 __all__ = [
@@ -70,6 +77,9 @@ log = logging.getLogger("scenic.devices.turnstile")
 TurnstileEvent = Passed | TimedOut | Fault
 EVENT_QUEUE_SIZE = 256
 FRAME_GAP_S = 0.1  # a frame arrives in one burst; silence this long mid-frame means it broke
+#: an event equal to one received this recently is the controller's resend, not a new event
+EVENT_REPEAT_S = 5.0
+ACK_WRITE_TIMEOUT_S = 0.5  # an event ACK not written by then is dropped; the event comes again
 
 
 @attrs.frozen
@@ -78,8 +88,10 @@ class TurnstileStats:
 
     ``commands`` issued, ``retries`` (resends after a missing ACK),
     ``timeouts`` (DeviceTimeout raised), ``refused`` (NAKs), ``events``
-    queued and ``events_dropped`` because nobody read :meth:`Turnstile.events`,
-    ``unmatched`` replies nobody waited for (late ACKs), ``bad_frames`` (bad
+    queued and ``events_dropped`` because nobody read :meth:`Turnstile.events`
+    (not acknowledged, so the controller sends them again), ``repeats`` of
+    events already queued (acknowledged again), ``unmatched`` replies nobody
+    waited for (late ACKs), ``bad_frames`` (bad
     CRC, impossible length, unknown or malformed frames, broken-off frames) of
     which ``bad_crc``, ``garbage_bytes`` outside frames, ``unplugs`` and
     ``opens`` of the port.
@@ -91,6 +103,7 @@ class TurnstileStats:
     refused: int
     events: int
     events_dropped: int
+    repeats: int
     unmatched: int
     bad_frames: int
     bad_crc: int
@@ -129,12 +142,24 @@ class Turnstile:
         self._port = port
         self._ack_timeout_s = ack_timeout_s
         self._retries = retries
-        self._lock = trio.Lock()
+        self._lock = trio.Lock()  # one command at a time
+        self._write_lock = trio.Lock()  # one writer at a time: commands and event ACKs
         self._waiter: _Waiter | None = None
         self._decoder = FrameDecoder()
         self._send, self._receive = trio.open_memory_channel[TurnstileEvent](EVENT_QUEUE_SIZE)
+        #: events queued lately -> when they were last received (trio time)
+        self._recent: dict[TurnstileEvent, float] = {}
         self._counts = dict.fromkeys(
-            ("commands", "retries", "timeouts", "refused", "events", "events_dropped", "unmatched"),
+            (
+                "commands",
+                "retries",
+                "timeouts",
+                "refused",
+                "events",
+                "events_dropped",
+                "repeats",
+                "unmatched",
+            ),
             0,
         )
 
@@ -174,8 +199,10 @@ class Turnstile:
 
         The iteration ends when the turnstile is closed. There is one queue,
         shared between readers. If nobody reads, events beyond
-        :data:`EVENT_QUEUE_SIZE` are dropped and logged as errors, so that
-        command replies are never held up behind them.
+        :data:`EVENT_QUEUE_SIZE` are dropped, logged as errors and not
+        acknowledged (the controller sends them again later), so that command
+        replies are never held up behind them. An event the controller sent
+        again after its ACK was lost is queued once.
         """
         return self._receive
 
@@ -206,22 +233,33 @@ class Turnstile:
         name = command.CMD.name
         async with self._lock:
             self._counts["commands"] += 1
+            sent = False  # whether the controller may have the command
             for attempt in range(1 + self._retries):
                 link = self._port.link
                 if link is None:
-                    raise DeviceUnplugged("turnstile", f"{name}: not connected")
+                    raise DeviceUnplugged(
+                        "turnstile", f"{name}: not connected", may_have_acted=sent
+                    )
                 if attempt:
                     self._counts["retries"] += 1
                     log.warning("turnstile.retry", extra={"command": name, "attempt": attempt + 1})
                 waiter = self._waiter = _Waiter(command.CMD, ref)
                 try:
                     with trio.move_on_after(self._ack_timeout_s):
-                        await link.write(frame)
+                        async with self._write_lock:
+                            sent = True
+                            await link.write(frame)
                         await waiter.done.wait()
+                except DeviceUnplugged as exc:
+                    raise DeviceUnplugged(
+                        "turnstile", f"{name}: {exc.message}", may_have_acted=sent
+                    ) from None
                 finally:
                     self._waiter = None
                 if waiter.unplugged is not None:
-                    raise DeviceUnplugged("turnstile", f"{name}: {waiter.unplugged}")
+                    raise DeviceUnplugged(
+                        "turnstile", f"{name}: {waiter.unplugged}", may_have_acted=sent
+                    )
                 if isinstance(waiter.reply, Nak):
                     self._counts["refused"] += 1
                     reason = waiter.reply.reason.name.lower()
@@ -237,20 +275,23 @@ class Turnstile:
         self._decoder.reset()
         try:
             while True:
+                data: bytes | None = None
                 if self._decoder.pending:
                     with trio.move_on_after(FRAME_GAP_S):
-                        self._handle(self._decoder.feed(await link.read_some()))
+                        data = await link.read_some()
+                    if data is None:  # silence mid-frame: the partial frame is broken
+                        await self._handle(link, self._decoder.expire_partial())
                         continue
-                    self._handle(self._decoder.expire_partial())
                 else:
-                    self._handle(self._decoder.feed(await link.read_some()))
+                    data = await link.read_some()
+                await self._handle(link, self._decoder.feed(data))
         except DeviceUnplugged as exc:
             if self._waiter is not None:
                 self._waiter.unplugged = exc.message
                 self._waiter.done.set()
             raise
 
-    def _handle(self, items: list[Message | DecodeError]) -> None:
+    async def _handle(self, link: SerialLink, items: list[Message | DecodeError]) -> None:
         for item in items:
             if isinstance(item, DecodeError):
                 log.warning(
@@ -258,7 +299,8 @@ class Turnstile:
                     extra={"reason": item.reason, "data": item.data.hex(), "cmd": item.cmd},
                 )
             elif isinstance(item, Passed | TimedOut | Fault):
-                self._queue_event(item)
+                if self._queue_event(item):
+                    await self._acknowledge(link, item)
             elif isinstance(item, Ack | Nak | StatusReport):
                 waiter = self._waiter
                 if waiter is not None and waiter.reply is None and waiter.matches(item):
@@ -271,16 +313,34 @@ class Turnstile:
                 self._counts["unmatched"] += 1
                 log.warning("turnstile.unexpected_message", extra={"received": repr(item)})
 
-    def _queue_event(self, event: TurnstileEvent) -> None:
-        if isinstance(event, Fault):
-            log.warning("turnstile.fault", extra={"code": event.code.name, "detail": event.detail})
+    def _queue_event(self, event: TurnstileEvent) -> bool:
+        """Queue ``event`` unless it is a repeat; whether to acknowledge it."""
+        now = trio.current_time()
+        for old in [e for e, at in self._recent.items() if at < now - EVENT_REPEAT_S]:
+            del self._recent[old]
+        if event in self._recent:
+            self._recent[event] = now
+            self._counts["repeats"] += 1
+            log.debug("turnstile.event_repeated", extra={"repeated_event": repr(event)})
+            return True
         try:
             self._send.send_nowait(event)
         except trio.WouldBlock:
             self._counts["events_dropped"] += 1
             log.error("turnstile.event_dropped", extra={"dropped_event": repr(event)})
-        else:
-            self._counts["events"] += 1
+            return False
+        self._counts["events"] += 1
+        self._recent[event] = now
+        if isinstance(event, Fault):
+            log.warning("turnstile.fault", extra={"code": event.code.name, "detail": event.detail})
+        return True
+
+    async def _acknowledge(self, link: SerialLink, event: TurnstileEvent) -> None:
+        with trio.move_on_after(ACK_WRITE_TIMEOUT_S):
+            async with self._write_lock:
+                await link.write(event_ack(event).to_frame())
+            return
+        log.warning("turnstile.event_ack_timeout", extra={"acked_event": repr(event)})
 
 
 @asynccontextmanager

@@ -7,6 +7,12 @@ A frame on the wire::
 ``LEN`` is ``len(CMD + PAYLOAD)``, 1..200. ``CRC`` is CRC-16/MODBUS over
 ``LEN + CMD + PAYLOAD``, little-endian. Refs are u16 big-endian.
 
+Commands go host -> controller and are answered (ACK, NAK, STATUS_REPORT);
+events (PASSED, TIMEOUT, FAULT) go controller -> host and are acknowledged
+by the host with an ACK naming the event's CMD and ref (a FAULT's ref is its
+number), which the controller does not answer. The controller sends an event
+again until it is acknowledged.
+
 This module turns messages into frames (:func:`encode_frame`, ``to_frame()`` on
 every message class) and bytes into messages (:class:`FrameDecoder`). It does
 no I/O and reads no clock: the driver and the simulator both build on it, and
@@ -104,9 +110,13 @@ _byte = attrs.validators.and_(
 )
 
 
+#: the longest fault detail: LEN 200 less CMD, code and number
+MAX_FAULT_DETAIL = MAX_LEN - 4
+
+
 def _ascii_detail(_instance: object, _attribute: object, value: str) -> None:
-    if not value.isascii() or len(value) > MAX_LEN - 2:
-        raise ValueError(f"fault detail must be ASCII, at most {MAX_LEN - 2} characters")
+    if not value.isascii() or len(value) > MAX_FAULT_DETAIL:
+        raise ValueError(f"fault detail must be ASCII, at most {MAX_FAULT_DETAIL} characters")
 
 
 @attrs.frozen
@@ -179,7 +189,13 @@ class RequestStatus:
 
 @attrs.frozen
 class Ack:
-    """Controller -> host: command ``cmd`` was accepted; ``ref`` echoes its ref (0 if none)."""
+    """An acknowledgement of message ``cmd``; ``ref`` names which one (0 if it has none).
+
+    Controller -> host: command ``cmd`` was accepted, ``ref`` echoes its ref.
+    Host -> controller: event ``cmd`` (PASSED, TIMEOUT, FAULT) was received,
+    ``ref`` is the event's ref (a fault's number); the controller stops
+    sending that event again and does not answer.
+    """
 
     CMD: ClassVar[Command] = Command.ACK
     cmd: int = attrs.field(validator=_byte)
@@ -231,15 +247,27 @@ class TimedOut:
 
 @attrs.frozen
 class Fault:
-    """Controller -> host: the mechanism reports ``code``, with an optional ASCII ``detail``."""
+    """Controller -> host: the mechanism reports ``code``, with an optional ASCII ``detail``.
+
+    ``number`` is the controller's own count of its faults (after 65535 comes
+    1): the ref the host acknowledges the fault by. On the wire the number
+    comes before the detail.
+    """
 
     CMD: ClassVar[Command] = Command.FAULT
     code: FaultCode = attrs.field(converter=FaultCode)
     detail: str = attrs.field(default="", validator=_ascii_detail)
+    number: int = attrs.field(default=0, validator=_u16)
+
+    @property
+    def ref(self) -> int:
+        """What the host's ACK names: the fault's number."""
+        return self.number
 
     def to_frame(self) -> bytes:
-        """This event as a frame."""
-        return encode_frame(self.CMD, bytes((self.code,)) + self.detail.encode("ascii"))
+        """This event as a frame: code, number (u16 big-endian), detail."""
+        payload = bytes((self.code,)) + self.number.to_bytes(2, "big") + self.detail.encode("ascii")
+        return encode_frame(self.CMD, payload)
 
 
 @attrs.frozen
@@ -257,6 +285,15 @@ class StatusReport:
 
 HostCommand = OpenEntry | OpenExit | Lock | Free | Normal | RequestStatus
 ControllerMessage = Ack | Nak | Passed | TimedOut | Fault | StatusReport
+ControllerEvent = Passed | TimedOut | Fault
+"""What the controller sends of its own accord, again until the host acknowledges it."""
+
+
+def event_ack(event: ControllerEvent) -> Ack:
+    """The host's acknowledgement of ``event``: an ACK naming its CMD and ref."""
+    return Ack(event.CMD, event.ref)
+
+
 Message = HostCommand | ControllerMessage
 
 
@@ -302,9 +339,9 @@ def decode_message(cmd: int, payload: bytes) -> Message:
         cls = Passed if command is Command.PASSED else TimedOut
         return cls(ref=int.from_bytes(payload[1:], "big"), direction=payload[0])
     if command is Command.FAULT:
-        if not payload:
-            raise ValueError("FAULT needs a code byte")
-        return Fault(payload[0], payload[1:].decode("ascii"))
+        if len(payload) < 3:
+            raise ValueError("FAULT needs a code byte and a number")
+        return Fault(payload[0], payload[3:].decode("ascii"), int.from_bytes(payload[1:3], "big"))
     _expect_size(payload, 2)
     return StatusReport(payload[0], payload[1])
 

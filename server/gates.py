@@ -2,8 +2,10 @@
 
 :class:`GateDesk` holds what scans need without touching the database:
 each gate's mode and zone, today's tickets (:class:`TicketBook`), the live
-occupancy per zone, and the timer that gives an entry back when no passage
-is reported. :func:`run_gates` loads it at start and runs its workers.
+occupancy per zone, and the passage timer: a grant whose passage nobody
+reports in time counts as walked through (its entry stays used), because an
+entry wrongly given back lets a second person in. :func:`run_gates` loads it
+at start and runs its workers.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("scenic.gates")
 
-#: seconds a granted visitor has to walk through before the entry is given back
+#: seconds a gate has to report a grant's passage; unreported, it counts as walked through
 PASSAGE_TIMEOUT_S = 15.0
 #: how often live occupancy is pushed to admin connections when it changed
 OCCUPANCY_PUSH_S = 1.0
@@ -258,7 +260,12 @@ class GateDesk:
         )
 
     async def run_timers(self) -> None:
-        """Time out passages nobody reported, until cancelled."""
+        """Settle passages nobody reported in time as walked through, until cancelled.
+
+        Only an explicit ``gate.passage`` with ``passed: false`` gives an entry
+        back: a report that was lost, or a gate that could not learn the
+        outcome, must never let the same ticket in twice.
+        """
         while True:
             self._timer_changed = trio.Event()
             while self._timers and self._timers[0][0] <= trio.current_time():
@@ -270,7 +277,12 @@ class GateDesk:
                         self.services.config.ask_timeout_s,
                     )
                     if settlement.expected is not None:  # not reported in time
-                        self.services.spawn(self._settle_quietly, settlement)
+                        log.info(
+                            "gate.passage_unreported",
+                            extra={"gate": gate_id, "scan_id": scan_id, "counted_as": "passed"},
+                        )
+                        walked = attrs.evolve(settlement, passed=True)
+                        self.services.spawn(self._settle_quietly, walked)
                 except Exception:
                     log.exception("gate.passage_timeout_failed", extra={"gate": gate_id})
             if self._timers:
@@ -283,7 +295,7 @@ class GateDesk:
         try:
             await settle(self.gate_env, settlement)
         except Exception:
-            log.exception("gate.give_back_failed", extra={"scan_id": settlement.scan_id})
+            log.exception("gate.passage_settle_failed", extra={"scan_id": settlement.scan_id})
 
     async def push_occupancy(self) -> None:
         """Push occupancy to admin connections when it changed, at most once a second."""

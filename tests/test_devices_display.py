@@ -1,5 +1,8 @@
 """The two-line display: its protocol without I/O, then the driver against a simulator."""
 
+import re
+from pathlib import Path
+
 import trio
 from hypothesis import given
 from hypothesis import strategies as st
@@ -116,3 +119,15 @@ async def test_a_missing_display_is_reported_and_show_returns_quietly():
             await display.show("hello", "world")
             assert display.shown is None
     assert faults == [("display", "unavailable")]
+
+
+def test_the_documented_update_is_the_bytes_the_driver_sends():
+    text = (Path(__file__).parent.parent / "docs" / "devices.md").read_text()
+    example = r'Example, `show\("([^"]*)", "([^"]*)"\)`:\n\n```\n([0-9a-f ]+)\n'
+    line1, line2, wire = re.search(example, text).groups()
+    assert encode_update(line1, line2) == bytes.fromhex(wire)
+
+
+def test_a_line_is_cut_after_its_width_th_character_never_inside_one():
+    assert fit_line("欢迎光临" * 6) == "欢迎光临" * 5  # 20 characters, 60 bytes
+    assert len(fit_line("é" * 30, 20).encode()) == 40

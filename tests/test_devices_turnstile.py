@@ -7,18 +7,22 @@ import pytest
 import trio
 
 from devices.errors import DeviceRefused, DeviceTimeout, DeviceUnplugged
-from devices.serial_port import Backoff
+from devices.serial_port import Backoff, SerialLink
 from devices.simulators import TurnstileSimulator
 from devices.turnstile import EVENT_QUEUE_SIZE, open_turnstile
 from devices.turnstile_protocol import (
     FLAG_ARMS_OPEN,
     FLAG_FAULT,
+    Ack,
     Direction,
     Fault,
     FaultCode,
+    FrameDecoder,
     Free,
     Lock,
     Mode,
+    Nak,
+    NakReason,
     Normal,
     OpenEntry,
     OpenExit,
@@ -152,15 +156,49 @@ async def test_a_reply_with_a_bad_crc_is_dropped_counted_and_the_command_retried
     assert bad[0].reason == "bad_crc"
 
 
-async def test_an_event_with_a_bad_crc_is_dropped_and_the_next_one_arrives():
+async def test_an_event_with_a_bad_crc_is_sent_again_until_acknowledged():
+    with trio.fail_after(5):
+        async with TurnstileSimulator(event_resend_s=0.1) as sim:
+            async with open_turnstile(sim.port) as gate:
+                sim.corrupt_next(1)
+                lost = sim.fault(FaultCode.JAMMED, "lost")
+                kept = sim.fault(FaultCode.SENSOR, "kept")
+                assert await next_event(gate) == kept
+                assert await next_event(gate) == lost  # sent again, and this time it arrived
+                await eventually(lambda: not sim.unacknowledged)
+                assert gate.stats().bad_crc >= 1
+    assert (lost.number, kept.number) == (1, 2)
+    assert set(sim.acknowledged) == {Ack(0x92, 1), Ack(0x92, 2)}
+
+
+async def test_a_passed_frame_lost_on_the_line_still_reports_the_passage_once():
+    with trio.fail_after(5):
+        async with TurnstileSimulator(walk_delay_s=0.2, event_resend_s=0.2) as sim:
+            async with open_turnstile(sim.port) as gate:
+                await gate.open_entry(77)
+                sim.corrupt_next(1)  # the next frame out is this passage's PASSED
+                assert await next_event(gate) == Passed(77, Direction.ENTRY)
+                with trio.move_on_after(0.6):
+                    extra = await gate.events().receive()
+                    pytest.fail(f"the passage was reported twice: {extra}")
+                assert not sim.unacknowledged
+                assert gate.stats().bad_crc == 1
+    assert sim.acknowledged == [Ack(0x90, 77)]
+
+
+async def test_an_event_sent_again_after_a_lost_ack_is_acknowledged_again_but_queued_once():
     with trio.fail_after(5):
         async with TurnstileSimulator() as sim:
             async with open_turnstile(sim.port) as gate:
-                sim.corrupt_next(1)
-                sim.fault(FaultCode.JAMMED, "lost")
-                sim.fault(FaultCode.SENSOR, "kept")
-                assert await next_event(gate) == Fault(FaultCode.SENSOR, "kept")
-                assert gate.stats().bad_crc >= 1
+                resend = Passed(5, Direction.EXIT)
+                sim.send_garbage(resend.to_frame())  # as if our first ACK had been lost
+                sim.send_garbage(resend.to_frame())
+                assert await next_event(gate) == resend
+                await eventually(lambda: len(sim.acknowledged) == 2)
+                with trio.move_on_after(0.2):
+                    pytest.fail(f"a resend was queued again: {await gate.events().receive()}")
+                assert (gate.stats().events, gate.stats().repeats) == (1, 1)
+    assert sim.acknowledged == [Ack(0x90, 5)] * 2
 
 
 @pytest.mark.parametrize(
@@ -176,8 +214,8 @@ async def test_garbage_on_the_line_is_skipped_and_the_following_frame_decoded(ga
         async with TurnstileSimulator() as sim:
             async with open_turnstile(sim.port) as gate:
                 sim.send_garbage(garbage)
-                sim.fault(FaultCode.POWER, "mains")
-                assert await next_event(gate) == Fault(FaultCode.POWER, "mains")
+                fault = sim.fault(FaultCode.POWER, "mains")
+                assert await next_event(gate) == fault
                 await gate.lock()  # and commands still work
                 assert gate.stats().bad_frames + gate.stats().garbage_bytes > 0
 
@@ -187,8 +225,9 @@ async def test_a_controller_fault_is_an_event_and_sets_the_status_flag():
     with trio.fail_after(5):
         async with TurnstileSimulator() as sim:
             async with open_turnstile(sim.port, on_fault=lambda *f: faults.append(f)) as gate:
-                sim.fault(FaultCode.FORCED, "gate forced open")
-                assert await next_event(gate) == Fault(FaultCode.FORCED, "gate forced open")
+                fault = sim.fault(FaultCode.FORCED, "gate forced open")
+                assert await next_event(gate) == Fault(FaultCode.FORCED, "gate forced open", 1)
+                assert fault.number == 1
                 assert (await gate.status()).flags & FLAG_FAULT
     assert faults == []  # on_fault is for the link; the controller's faults are events
 
@@ -203,8 +242,9 @@ async def test_unplugging_reports_a_fault_fails_commands_and_recovers_on_replug(
                 await gate.lock()
                 sim.unplug()
                 await eventually(lambda: faults == [("turnstile", "unplugged")])
-                with pytest.raises(DeviceUnplugged):
+                with pytest.raises(DeviceUnplugged) as unplugged:
                     await gate.normal()
+                assert not unplugged.value.may_have_acted  # it was never sent
                 sim.replug()
                 await gate.wait_connected()
                 await gate.normal()
@@ -233,6 +273,7 @@ async def test_a_command_in_flight_when_unplugged_raises_device_unplugged_at_onc
                         sim.unplug()
                         await eventually(lambda: outcome, timeout_s=1.0)
                 assert isinstance(outcome[0], DeviceUnplugged)
+                assert outcome[0].may_have_acted  # the controller had the command
 
 
 async def test_with_a_fixed_path_a_vanished_controller_is_retried_without_crashing():
@@ -273,20 +314,96 @@ async def test_a_host_command_sent_by_the_controller_is_logged_and_dropped(caplo
         async with TurnstileSimulator() as sim:
             async with open_turnstile(sim.port) as gate:
                 sim.send_garbage(OpenEntry(1).to_frame())
-                sim.fault(FaultCode.SENSOR)
-                assert await next_event(gate) == Fault(FaultCode.SENSOR)
+                fault = sim.fault(FaultCode.SENSOR)
+                assert await next_event(gate) == fault
                 assert gate.stats().unmatched == 1
     [record] = [r for r in caplog.records if r.getMessage() == "turnstile.unexpected_message"]
     assert record.received == "OpenEntry(ref=1)"
 
 
-async def test_unread_events_beyond_the_queue_are_dropped_and_commands_still_answered(caplog):
+async def test_unread_events_beyond_the_queue_are_not_acknowledged_and_arrive_later(caplog):
+    with trio.fail_after(5):
+        async with TurnstileSimulator(event_resend_s=0.2) as sim:
+            async with open_turnstile(sim.port) as gate:
+                faults = [sim.fault(FaultCode.POWER) for _ in range(EVENT_QUEUE_SIZE + 10)]
+                await eventually(lambda: gate.stats().events_dropped >= 10)
+                assert (await gate.status()).flags & FLAG_FAULT  # commands are still answered
+                assert gate.stats().events == EVENT_QUEUE_SIZE
+                assert sim.unacknowledged == faults[-10:]
+                received = [await next_event(gate) for _ in faults]
+                await eventually(lambda: not sim.unacknowledged)
+    assert received == faults
+    assert any(r.getMessage() == "turnstile.event_dropped" for r in caplog.records)
+
+
+async def test_in_free_passage_an_open_is_acknowledged_and_passed_at_once():
+    with trio.fail_after(5):
+        async with TurnstileSimulator(walk_delay_s=2.0) as sim:
+            async with open_turnstile(sim.port) as gate:
+                await gate.free()
+                await gate.open_entry(1)
+                assert await next_event(gate, timeout_s=0.5) == Passed(1, Direction.ENTRY)
+                await gate.open_entry(2)  # not busy: the arms are up, nothing is pending
+                assert await next_event(gate, timeout_s=0.5) == Passed(2, Direction.ENTRY)
+                assert not (await gate.status()).flags & FLAG_ARMS_OPEN
+
+
+async def test_a_fault_does_not_stop_an_open():
+    with trio.fail_after(5):
+        async with TurnstileSimulator(walk_delay_s=0.05) as sim:
+            async with open_turnstile(sim.port) as gate:
+                fault = sim.fault(FaultCode.SENSOR, "dusty")
+                assert await next_event(gate) == fault
+                await gate.open_entry(3)
+                assert await next_event(gate) == Passed(3, Direction.ENTRY)
+
+
+async def test_a_resend_of_the_last_open_is_acknowledged_even_once_locked():
+    with trio.fail_after(5):
+        async with TurnstileSimulator(walk_delay_s=0.05) as sim:
+            async with open_turnstile(sim.port) as gate:
+                await gate.open_entry(8)
+                assert await next_event(gate) == Passed(8, Direction.ENTRY)
+                await gate.lock()
+                await gate.open_entry(8)  # the resend rule comes before the locked check
+                with pytest.raises(DeviceRefused):
+                    await gate.open_entry(9)
+                with trio.move_on_after(0.3):
+                    pytest.fail(f"a resend opened again: {await gate.events().receive()}")
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        "02 02 10 12 5d cd",  # OPEN_ENTRY with a 1-byte ref, good CRC (docs/devices.md)
+        "02 01 42 80 11",  # CMD 0x42 is not defined
+    ],
+)
+async def test_a_frame_with_a_good_crc_the_controller_cannot_take_is_answered_nak_3(frame):
     with trio.fail_after(5):
         async with TurnstileSimulator() as sim:
-            async with open_turnstile(sim.port) as gate:
-                for _ in range(EVENT_QUEUE_SIZE + 10):
-                    sim.fault(FaultCode.POWER)
-                await eventually(lambda: gate.stats().events_dropped == 10)
-                assert (await gate.status()).flags & FLAG_FAULT
-                assert gate.stats().events == EVENT_QUEUE_SIZE
-    assert any(r.getMessage() == "turnstile.event_dropped" for r in caplog.records)
+            link = await SerialLink.open(sim.port)
+            try:
+                await link.write(bytes.fromhex(frame))
+                decoder, replies = FrameDecoder(), []
+                while not replies:
+                    replies = decoder.feed(await link.read_some())
+            finally:
+                link.close()
+    assert replies == [Nak(bytes.fromhex(frame)[2], NakReason.BAD_COMMAND)]
+
+
+async def test_the_controller_gives_up_a_partial_frame_after_a_tenth_of_a_second_of_silence():
+    with trio.fail_after(5):
+        async with TurnstileSimulator() as sim:
+            link = await SerialLink.open(sim.port)
+            try:
+                await link.write(b"\x02\xc8")  # a stray STX and a LEN of 200: a frame never sent
+                await trio.sleep(0.3)
+                await link.write(Lock().to_frame())
+                decoder, replies = FrameDecoder(), []
+                while not replies:
+                    replies = decoder.feed(await link.read_some())
+            finally:
+                link.close()
+    assert replies == [Ack(0x12, 0)] and sim.mode is Mode.LOCKED

@@ -1,11 +1,16 @@
 """The turnstile frame codec, without any I/O: round trips, garbage, splits, rejections."""
 
+import re
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from devices import turnstile_protocol as protocol
 from devices.crc import crc16_modbus
 from devices.turnstile_protocol import (
+    MAX_FAULT_DETAIL,
     Ack,
     DecodeError,
     Direction,
@@ -25,6 +30,7 @@ from devices.turnstile_protocol import (
     StatusReport,
     TimedOut,
     encode_frame,
+    event_ack,
 )
 
 refs = st.integers(0, 0xFFFF)
@@ -39,7 +45,8 @@ messages = st.one_of(
     st.builds(
         Fault,
         st.sampled_from(FaultCode),
-        st.text(st.characters(max_codepoint=0x7F), max_size=198),
+        st.text(st.characters(max_codepoint=0x7F), max_size=MAX_FAULT_DETAIL),
+        refs,
     ),
     st.builds(StatusReport, st.sampled_from(Mode), st.integers(0, 0xFF)),
 )
@@ -63,29 +70,43 @@ def only_messages(items: list) -> list:
     return [item for item in items if not isinstance(item, DecodeError)]
 
 
-# The examples in docs/devices.md.
-DOC_EXAMPLES = [
-    (OpenEntry(0x1234), "02 03 10 12 34 0c d2"),
-    (OpenExit(0x1234), "02 03 11 12 34 5d 12"),
-    (Lock(), "02 01 12 80 2d"),
-    (Free(), "02 01 13 41 ed"),
-    (Normal(), "02 01 14 00 2f"),
-    (RequestStatus(), "02 01 15 c1 ef"),
-    (Ack(0x10, 0x1234), "02 04 80 10 12 34 f0 b2"),
-    (Ack(0x12, 0), "02 04 80 12 00 00 5c 05"),
-    (Nak(0x10, NakReason.LOCKED), "02 03 81 10 02 dc 49"),
-    (Passed(0x1234, Direction.ENTRY), "02 04 90 00 12 34 f5 b7"),
-    (TimedOut(0x1234, Direction.EXIT), "02 04 91 01 12 34 a5 8b"),
-    (Fault(FaultCode.JAMMED, "ARM2"), "02 06 92 01 41 52 4d 32 5d 1a"),
-    (Fault(FaultCode.POWER), "02 02 92 02 3c a1"),
-    (StatusReport(Mode.LOCKED, 0), "02 03 93 01 00 f1 dd"),
-]
+DEVICES_MD = Path(__file__).parent.parent / "docs" / "devices.md"
+_EXAMPLE = re.compile(
+    r"`((?:OpenEntry|OpenExit|Lock|Free|Normal|RequestStatus|Ack|Nak|Passed|TimedOut|Fault"
+    r"|StatusReport)\([^`]*\))`(?: \([^)]*\))?: `([0-9a-f]{2}(?: [0-9a-f]{2})*)`"
+)
 
 
-@pytest.mark.parametrize(("message", "wire"), DOC_EXAMPLES)
-def test_documented_examples_encode_and_decode(message, wire):
+def documented_examples() -> list[tuple[str, str]]:
+    """Every "`Message(...)`: `hex`" example in docs/devices.md."""
+    return _EXAMPLE.findall(DEVICES_MD.read_text())
+
+
+def test_the_docs_give_an_example_frame_of_every_message():
+    names = {expression.split("(")[0] for expression, _ in documented_examples()}
+    assert names == {
+        "OpenEntry", "OpenExit", "Lock", "Free", "Normal", "RequestStatus",
+        "Ack", "Nak", "Passed", "TimedOut", "Fault", "StatusReport",
+    }  # fmt: skip
+    assert len(documented_examples()) >= 20
+
+
+@pytest.mark.parametrize(("expression", "wire"), documented_examples())
+def test_documented_examples_encode_and_decode(expression, wire):
+    message = eval(expression, vars(protocol))  # the docs' own words, in the module's names
     assert message.to_frame() == bytes.fromhex(wire)
     assert FrameDecoder().feed(bytes.fromhex(wire)) == [message]
+
+
+def test_the_docs_crc_code_and_worked_example_agree_with_ours():
+    text = DEVICES_MD.read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(code, namespace)
+    for data in (b"123456789", bytes.fromhex("03101234"), bytes(range(256))):
+        assert namespace["crc16_modbus"](data) == crc16_modbus(data)
+    assert crc16_modbus(bytes.fromhex("03101234")) == 0xD20C
+    assert "`03 10 12 34` and is 0xD20C" in text.replace("\n", " ")
 
 
 def test_frame_layout_is_stx_len_cmd_payload_crc_little_endian():
@@ -98,6 +119,21 @@ def test_encode_frame_refuses_a_payload_over_199_bytes():
     assert len(encode_frame(0x92, bytes(199))) == 204
     with pytest.raises(ValueError):
         encode_frame(0x92, bytes(200))
+
+
+def test_a_fault_detail_takes_at_most_196_bytes_the_rest_of_the_longest_frame():
+    longest = Fault(FaultCode.SENSOR, "x" * MAX_FAULT_DETAIL, number=0xFFFF)
+    assert MAX_FAULT_DETAIL == 196
+    assert longest.to_frame()[1] == 200  # LEN: CMD, code, number and detail
+    assert FrameDecoder().feed(longest.to_frame()) == [longest]
+    with pytest.raises(ValueError):
+        Fault(FaultCode.SENSOR, "x" * 197)
+
+
+def test_the_host_acknowledges_an_event_by_its_cmd_and_ref():
+    assert event_ack(Passed(0x1234, Direction.ENTRY)) == Ack(0x90, 0x1234)
+    assert event_ack(TimedOut(9, Direction.EXIT)) == Ack(0x91, 9)
+    assert event_ack(Fault(FaultCode.JAMMED, "ARM2", number=7)) == Ack(0x92, 7)
 
 
 def test_message_values_are_validated():
@@ -203,8 +239,9 @@ def test_an_unknown_command_with_a_good_crc_names_the_command():
     [
         encode_frame(0x10, b"\x01"),  # OPEN_ENTRY needs a 2-byte ref
         encode_frame(0x12, b"\x00"),  # LOCK takes no payload
-        encode_frame(0x92, b"\x09"),  # fault code 9 is undefined
-        encode_frame(0x92, b"\x01\xff"),  # fault detail is ASCII
+        encode_frame(0x92, b"\x09\x00\x01"),  # fault code 9 is undefined
+        encode_frame(0x92, b"\x01\x00\x01\xff"),  # fault detail is ASCII
+        encode_frame(0x92, b"\x01"),  # a fault needs its number
         encode_frame(0x93, b"\x07\x00"),  # mode 7 is undefined
         encode_frame(0x90, b"\x02\x00\x01"),  # direction 2 is undefined
     ],

@@ -186,19 +186,30 @@ async def test_no_passage_gives_the_entry_back(dsn, db):
     assert await db.fetchval("SELECT passed FROM scans WHERE scan_id = 'p1'") is False
 
 
-async def test_a_passage_nobody_reports_times_out_and_gives_the_entry_back(dsn, db, mock_clock):
+async def test_a_passage_nobody_reports_counts_as_walked_through_and_keeps_the_entry(
+    dsn, db, mock_clock
+):
     mock_clock.rate = 1.0  # real time passes, and the test can skip ahead
     async with running_server(dsn, db, GATES) as server:
         (ticket,) = await buy(server)
-        async with connect(server.url, "G-MAIN-1", server.tokens["G-MAIN-1"]) as gate:
+        async with (
+            connect(server.url, "G-MAIN-1", server.tokens["G-MAIN-1"]) as gate,
+            connect(server.url, "admin-1", server.tokens["admin-1"]) as admin,
+        ):
             first = await scan(gate, ticket["code"], scan_id="t1")
             assert not (await scan(gate, ticket["code"]))["granted"]
-            mock_clock.jump(first["passage_timeout_s"] + 1)
+            mock_clock.jump(first["passage_timeout_s"] + 1)  # the report was lost
             with trio.fail_after(10):
                 while await db.fetchval("SELECT passed FROM scans WHERE scan_id = 't1'") is None:
                     await trio.sleep(0.02)
             retry = await scan(gate, ticket["code"])
-    assert retry["granted"]
+            late = await gate.request("gate.passage", scan_id="t1", passed=False)
+            occupancy = await admin.request("site.occupancy")
+    assert await db.fetchval("SELECT passed FROM scans WHERE scan_id = 't1'") is True
+    assert (retry["granted"], retry["reason"]) == (False, "passback")
+    assert not late["recorded"]  # settled already: a late report changes nothing
+    assert await db.fetchval("SELECT entries_used FROM tickets") == 1
+    assert sum(zone["inside"] for zone in occupancy["zones"].values()) == 1
 
 
 async def test_gate_modes_are_pushed_and_obeyed(dsn, db):

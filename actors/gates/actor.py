@@ -3,9 +3,11 @@
 A grant opens the turnstile; the gate then reports whether the visitor
 walked through (``gate.passage``). The gate actor keeps each granted scan
 until that report or until ``passage_timeout_s`` passes, and hands back a
-:class:`Settlement`: a passage counts toward the zone's occupancy; no
-passage (reported, or timed out) gives the entry back to the ticket through
-the ticket's own actor (:func:`settle` does both, outside the gate actor). Mode changes
+:class:`Settlement`: a passage (reported, or nobody reported it in time: an
+entry wrongly kept costs a word with staff, one wrongly given back admits a
+second person) counts toward the zone's occupancy; a reported non-passage
+gives the entry back to the ticket through the ticket's own actor
+(:func:`settle` does both, outside the gate actor). Mode changes
 (normal, locked, free passage) are stored, then pushed to the gate.
 """
 
