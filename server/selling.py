@@ -257,22 +257,27 @@ async def run_selling(
         services.clock,
         idle_poll_s=services.config.outbox_poll_s,
     )
-    async with AsyncExitStack() as remotes, trio.open_nursery() as workers:
+    async with AsyncExitStack() as remotes:
+        # Each remote channel owns a nursery: enter them all before the workers' nursery
+        # opens, so they close after it (trio nurseries must nest).
         for adapter in services.channels.adapters.values():
             if isinstance(adapter, RemoteChannel):
                 await remotes.enter_async_context(adapter)
-        await workers.start(services.expiry.run)
-        workers.start_soon(services.outbox.run)
-        workers.start_soon(_reload_catalog_on_notice, services)
-        workers.start_soon(_reload_keys_on_notice, services)
-        workers.start_soon(services.gates.run_timers)
-        workers.start_soon(services.gates.push_occupancy)
-        channels = services.channels
-        for name, simulator in channels.simulators.items():
-            notifier = Notifier(deliver, simulator.secret, services.clock, channels.notify_policy)
-            channels.notifiers[name] = notifier
-            workers.start_soon(notifier.run)
-        task_status.started()
+        async with trio.open_nursery() as workers:
+            await workers.start(services.expiry.run)
+            workers.start_soon(services.outbox.run)
+            workers.start_soon(_reload_catalog_on_notice, services)
+            workers.start_soon(_reload_keys_on_notice, services)
+            workers.start_soon(services.gates.run_timers)
+            workers.start_soon(services.gates.push_occupancy)
+            channels = services.channels
+            for name, simulator in channels.simulators.items():
+                notifier = Notifier(
+                    deliver, simulator.secret, services.clock, channels.notify_policy
+                )
+                channels.notifiers[name] = notifier
+                workers.start_soon(notifier.run)
+            task_status.started()
 
 
 async def _reload_catalog_on_notice(services: Services) -> None:
