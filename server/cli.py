@@ -219,7 +219,11 @@ def _with_database(
 async def _device_add(db: Database, args: argparse.Namespace) -> int:
     token = new_token()
     await devices.add_device(db, args.device_id, args.role, hash_token(token))
-    print(f"device {args.device_id} added with role {args.role}; its token (shown once):")
+    print(
+        f"device {args.device_id} added with role {args.role}; keep its token "
+        "(on stdout): it is shown only once",
+        file=sys.stderr,
+    )
     print(token)
     return 0
 
