@@ -40,6 +40,8 @@ class ServerConfig:
     max_in_flight: int = 256
     #: seconds an in-flight request may still run after shutdown begins
     shutdown_grace_s: float = 10.0
+    #: seconds a client has to complete the websocket handshake after its TCP connect
+    handshake_timeout_s: float = 10.0
     #: seconds a client has to send ``hello`` after connecting
     hello_timeout_s: float = 10.0
     #: seconds an actor's ``ask`` may take before the request gets ``timeout``
