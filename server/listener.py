@@ -100,13 +100,19 @@ def answer_to_head(head: bytes, subprotocol: str) -> HttpAnswer | None:
 
 
 async def open_listeners(
-    host: str, port: int, *, reuse_port: bool = False
+    host: str,
+    port: int,
+    *,
+    reuse_port: bool = False,
+    host_flag: str = "--host (SCENIC_HOST)",
+    port_flag: str = "--port (SCENIC_PORT)",
 ) -> list[trio.SocketListener]:
     """Listen on ``host``:``port`` (0: a free port); with ``reuse_port``, beside other workers.
 
     Raises :class:`~server.startup.StartupError` with one line when the port
     cannot be bound (in use, an address this machine does not have, a port
-    that needs privileges, a host name that does not resolve).
+    that needs privileges, a host name that does not resolve); the line names
+    ``host_flag`` or ``port_flag`` as the way to choose another.
     """
     try:
         if reuse_port:
@@ -114,31 +120,26 @@ async def open_listeners(
         return await trio.open_tcp_listeners(port, host=host)
     except socket.gaierror as exc:
         raise StartupError(
-            f"cannot listen on {host!r}: no such address here; give --host (SCENIC_HOST) "
-            "an address of this machine, e.g. 127.0.0.1"
+            f"cannot listen on {host!r}: no such address here; give {host_flag} an address "
+            "of this machine, e.g. 127.0.0.1"
         ) from exc
     except OSError as exc:
-        raise StartupError(_bind_failure(host, port, exc)) from exc
-
-
-def _bind_failure(host: str, port: int, exc: OSError) -> str:
-    where = f"{host}:{port}"
-    if exc.errno == errno.EADDRINUSE:
-        return (
-            f"cannot listen on {where}: the port is in use (another scenic serve?); stop "
-            "that process, or choose a free port with --port (SCENIC_PORT)"
-        )
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return (
-            f"cannot listen on {where}: {host} is not an address of this machine; give "
-            "--host (SCENIC_HOST) one that is, e.g. 127.0.0.1"
-        )
-    if exc.errno == errno.EACCES:
-        return (
-            f"cannot listen on {where}: this user may not use that port; choose one above "
-            "1023 with --port (SCENIC_PORT)"
-        )
-    return f"cannot listen on {where}: {exc.strerror or exc}"
+        where = f"{host}:{port}"
+        if exc.errno == errno.EADDRINUSE:
+            reason = (
+                "the port is in use by another process; stop it, or choose a free port "
+                f"with {port_flag}"
+            )
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            reason = (
+                f"{host} is not an address of this machine; give {host_flag} one that is, "
+                "e.g. 127.0.0.1"
+            )
+        elif exc.errno == errno.EACCES:
+            reason = f"this user may not use that port; choose one above 1023 with {port_flag}"
+        else:
+            reason = exc.strerror or str(exc)
+        raise StartupError(f"cannot listen on {where}: {reason}") from exc
 
 
 async def _reuse_port_listener(host: str, port: int) -> trio.SocketListener:

@@ -173,7 +173,13 @@ def check_data_dir(data_dir: Path) -> None:
     when this user cannot write to it.
     """
     data_dir = Path(data_dir).expanduser()
-    if data_dir.exists() and not data_dir.is_dir():
+    try:
+        is_file = data_dir.exists() and not data_dir.is_dir()
+    except OSError as exc:  # a parent this user may not enter
+        raise StartupError(
+            f"cannot use the data directory {data_dir}: {exc.strerror or exc}; {_DATA_DIR_HINT}"
+        ) from exc
+    if is_file:
         raise StartupError(
             f"the data directory {data_dir} is a file, not a directory; remove it or "
             f"{_DATA_DIR_HINT}"

@@ -30,6 +30,10 @@ def _serve(data_dir, log_path, *more: str) -> subprocess.Popen:
         )
 
 
+def _scenic(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(scenic_command(*args), capture_output=True, text=True, timeout=60)
+
+
 def _device_add(data_dir, device_id: str) -> str:
     """``scenic device add DEVICE --role kiosk`` on ``data_dir``; its stdout, the token."""
     return subprocess.run(
@@ -58,6 +62,13 @@ async def test_a_command_that_started_the_cluster_leaves_it_to_the_server_that_j
         token = await trio.to_thread.run_sync(_device_add, data_dir, "kiosk-01")
         async with connect(url, "kiosk-01", token) as client:
             assert await client.request("ping") == {}
+        # Another program finds the running cluster by `scenic db dsn`.
+        asked = await trio.to_thread.run_sync(_scenic, "db", "dsn", "--data-dir", str(data_dir))
+        assert asked.returncode == 0 and asked.stderr == ""
+        listing = await trio.to_thread.run_sync(
+            _scenic, "device", "list", "--dsn", asked.stdout.strip()
+        )
+        assert listing.returncode == 0 and "kiosk-01" in listing.stdout
         assert process.poll() is None
     finally:
         assert stop_process(process) == 0

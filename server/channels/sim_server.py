@@ -26,7 +26,7 @@ from typing import Any
 
 import attrs
 import trio
-from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
+from trio_websocket import ConnectionClosed, WebSocketRequest, WebSocketServer
 
 from clients.client import ConnectionLost, RemoteError, connect
 from server.channels.adapter import QR_CHANNELS, ChannelError, ChannelUnavailable
@@ -34,6 +34,7 @@ from server.channels.notifier import Notifier, NotifyPolicy
 from server.channels.simulator import ChannelSimulator, utc_now
 from server.envelope import Rejected, error_frame, ok_frame, read_request
 from server.errors import BadFrame, BadRequest, ScenicError, UnknownOp
+from server.listener import open_listeners
 from server.schema import Arg, parse_args
 
 log = logging.getLogger("scenic.channels.sim")
@@ -194,7 +195,8 @@ async def serve_channel_api(
     """Serve the merchant API of ``simulators`` on ``host``:``port`` until cancelled.
 
     ``port`` 0 picks a free port; ``task_status.started`` receives the API's
-    ``ws://`` url. Each connection's requests are answered in order.
+    ``ws://`` url. Each connection's requests are answered in order. Raises
+    :class:`~server.startup.StartupError` when the port cannot be bound.
     """
     api = ChannelApi(simulators, notifiers)
 
@@ -210,19 +212,19 @@ async def serve_channel_api(
         except ConnectionClosed:
             pass  # the merchant left
 
+    listeners = await open_listeners(
+        host, port, host_flag="--listen-host", port_flag="--listen-port"
+    )
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            partial(
-                serve_websocket,
-                handle,
-                host,
-                port,
-                None,
-                max_message_size=MAX_REQUEST_BYTES * 2,
-                connect_timeout=10,
-                disconnect_timeout=5,
-            )
+        server = WebSocketServer(
+            handle,
+            listeners,
+            handler_nursery=nursery,
+            max_message_size=MAX_REQUEST_BYTES * 2,
+            connect_timeout=10,
+            disconnect_timeout=5,
         )
+        await nursery.start(server.run)
         task_status.started(f"ws://{host}:{server.port}")
 
 
