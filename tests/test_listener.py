@@ -101,7 +101,7 @@ async def test_shutdown_does_not_wait_for_connections_in_their_handshake(dsn, db
         await trio.sleep(0.2)
         shutdown_began = trio.current_time()
     # It used to wait out the grace period plus 2 s (7 s here) for them.
-    assert trio.current_time() - shutdown_began < 3
+    assert trio.current_time() - shutdown_began < 5
     with trio.fail_after(1):
         assert await _read_to_eof(silent) == b""
         assert await _read_to_eof(halfway) == b""
