@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
 from server.config import ServerConfig
+from server.flags import seconds, websocket_url
 
 #: the targets the benchmarks are measured against (2-core machine, generator included)
 SCAN_TARGET = {"rate_per_s": 5000, "p99_ms": 50}
@@ -18,23 +18,61 @@ def add_loadtest_parser(subparsers: Any) -> None:
     """Add ``loadtest`` to the ``scenic`` command's ``subparsers``."""
     from loadtest.profile import bundled_profiles
 
+    summary = "Drive a server like a Golden Week morning, then report and audit."
     parser = subparsers.add_parser(
-        "loadtest", help="drive a server like a Golden Week morning; report and audit"
+        "loadtest",
+        help=summary,
+        description=f"{summary} It starts its own server on loopback unless given --server "
+        "and --dsn. stdout gets the verdict and the report's path; the live progress and the "
+        "details go to stderr. Exit status 1 when a check fails.",
     )
     parser.add_argument(
         "--profile",
         default="smoke",
-        help=f"a bundled profile ({', '.join(bundled_profiles())}) or a TOML file",
+        help=f"Run this bundled profile ({', '.join(bundled_profiles())}) or profile TOML file "
+        "(default smoke).",
     )
-    parser.add_argument("--server", help="ws:// URL of a running server (default: start one)")
-    parser.add_argument("--dsn", help="that server's database, for devices and the audit")
-    parser.add_argument("--channel-sim-url", help="its scenic channel-sim API, if it uses one")
-    parser.add_argument("--channel-keys", type=Path, help="the merchant keys file, with it")
-    parser.add_argument("--out", type=Path, default=Path("loadtest-report"))
-    parser.add_argument("--duration", type=float, help="override the profile's duration (s)")
-    parser.add_argument("--quiet", action="store_true", help="no live progress")
     parser.add_argument(
-        "--bench", action="store_true", help="fixed benchmarks; one headline line each"
+        "--server",
+        type=websocket_url,
+        metavar="URL",
+        help="Drive the running server at this ws:// URL (default: start one).",
+    )
+    parser.add_argument(
+        "--dsn",
+        metavar="URL",
+        help="That server's database, to register devices and audit (needed with --server).",
+    )
+    parser.add_argument(
+        "--channel-sim-url",
+        type=websocket_url,
+        metavar="URL",
+        help="That server's scenic channel-sim API, if it uses one.",
+    )
+    parser.add_argument(
+        "--channel-keys",
+        type=Path,
+        metavar="FILE",
+        help="The merchant keys file shared with that channel-sim.",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("loadtest-report"),
+        metavar="DIR",
+        help="Write the report here (default loadtest-report).",
+    )
+    parser.add_argument(
+        "--duration",
+        type=seconds,
+        metavar="S",
+        help="Run this many seconds instead of the profile's duration.",
+    )
+    parser.add_argument("--quiet", action="store_true", help="Show no live progress.")
+    parser.add_argument(
+        "--bench",
+        action="store_true",
+        help="Run the fixed benchmarks instead and print one headline line each.",
     )
     parser.set_defaults(run=_run)
 
@@ -42,6 +80,8 @@ def add_loadtest_parser(subparsers: Any) -> None:
 async def _run(config: ServerConfig, args: argparse.Namespace) -> int:
     import attrs
     import trio
+
+    from server.startup import UsageError, check_database
 
     if args.bench:
         return await trio.to_thread.run_sync(run_benchmarks)
@@ -51,8 +91,14 @@ async def _run(config: ServerConfig, args: argparse.Namespace) -> int:
     try:
         profile = load_profile(args.profile)
     except (ValueError, OSError) as exc:
-        print(f"scenic: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(f"cannot use the profile {args.profile!r}: {exc}") from exc
+    if args.server is not None and args.dsn is None:
+        raise UsageError("--server needs --dsn: the audit reads that server's database")
+    if args.dsn is not None:
+        if args.server is None:
+            raise UsageError("--dsn goes with --server (without them loadtest starts its own)")
+        await check_database(args.dsn)
+        await check_server(args.server)
     if args.duration:
         profile = attrs.evolve(profile, duration_s=args.duration)
     ok = await trio.to_thread.run_sync(
@@ -66,7 +112,31 @@ async def _run(config: ServerConfig, args: argparse.Namespace) -> int:
             progress=not args.quiet,
         )
     )
+    verdict = "passed: every check holds" if ok else "FAILED: see the failed checks above"
+    print(f"loadtest {profile.name} {verdict}")
+    print(f"report: {args.out / 'report.md'}")
     return 0 if ok else 1
+
+
+async def check_server(url: str, timeout_s: float = 10.0) -> None:
+    """Raise :class:`~server.startup.StartupError` unless something accepts TCP at ``url``."""
+    from urllib.parse import urlsplit
+
+    import trio
+
+    from server.startup import StartupError
+
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "wss" else 80)
+    try:
+        with trio.fail_after(timeout_s):
+            stream = await trio.open_tcp_stream(parts.hostname or "127.0.0.1", port)
+        await stream.aclose()
+    except (OSError, trio.TooSlowError) as exc:
+        raise StartupError(
+            f"cannot reach the server at {url}: {getattr(exc, 'strerror', None) or exc}; "
+            "start it (scenic serve), or give --server its ws:// URL"
+        ) from exc
 
 
 def run_benchmarks() -> int:

@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime
 
 import attrs
 import trio
-from trio_websocket import WebSocketRequest, WebSocketServer
+from trio_websocket import WebSocketConnection
 
 from actors.runtime import ActorFactory, Registry, open_registry
 from server import fanout
@@ -30,6 +30,7 @@ from server.errors import BadCredentials, ScenicError
 from server.expiry import ExpiryWatcher
 from server.gates import GateDesk
 from server.handlers import build_op_table
+from server.listener import WebsocketListener, open_listeners
 from server.ops import OpTable
 from server.outbox import OutboxWorker
 from server.selling import (
@@ -42,6 +43,7 @@ from server.selling import (
     run_selling,
 )
 from server.session import CLOSE_GOING_AWAY, CLOSE_REVOKED, Session
+from server.startup import redact_dsn
 from server.storage import devices
 from server.storage import orders as order_queries
 from server.storage.database import Database, open_database
@@ -292,45 +294,29 @@ async def _serve(
 ) -> ServerInfo:
     config = services.config
 
-    async def handle(request: WebSocketRequest) -> None:
-        if SUBPROTOCOL not in request.proposed_subprotocols:
-            await request.reject(
-                400, body=f"offer the websocket subprotocol {SUBPROTOCOL}".encode()
-            )
-            return
-        ws = await request.accept(subprotocol=SUBPROTOCOL)
+    async def on_connection(ws: WebSocketConnection) -> None:
         session = Session(ws, services)
         if services.shutting_down:
             session.drain(0)
         await session.serve()
 
+    listener = WebsocketListener(
+        on_connection,
+        await open_listeners(config.host, config.port, reuse_port=config.reuse_port),
+        subprotocol=SUBPROTOCOL,
+        handshake_timeout_s=config.handshake_timeout_s,
+        max_message_size=max(HARD_MESSAGE_CAP, config.max_frame_bytes * 2),
+    )
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as background:
-            if config.reuse_port:
-                listeners = [await _reuse_port_listener(config.host, config.port)]
-            else:
-                listeners = await trio.open_tcp_listeners(config.port, host=config.host)
-            port = listeners[0].socket.getsockname()[1]
-            server = WebSocketServer(
-                handle,
-                listeners,
-                handler_nursery=connections,
-                max_message_size=max(HARD_MESSAGE_CAP, config.max_frame_bytes * 2),
-            )
-            listening = trio.CancelScope()
-
-            async def listen() -> None:
-                with listening:
-                    await server.run()
-
-            background.start_soon(listen)
+            background.start_soon(listener.run, connections)
             background.start_soon(_close_revoked_devices, services)
             background.start_soon(fanout.listen, services)
-            info = ServerInfo(config.host, port, _redact(dsn), embedded)
+            info = ServerInfo(config.host, listener.port, redact_dsn(dsn), embedded)
             log.info(
                 "server.listening",
                 extra={
-                    "url": f"ws://{config.host}:{port}",
+                    "url": f"ws://{config.host}:{listener.port}",
                     "database": "embedded" if embedded else "external",
                     "dsn": info.dsn,
                     "data_dir": str(config.data_dir) if embedded else None,
@@ -338,30 +324,21 @@ async def _serve(
             )
             task_status.started(info)
             await shutdown.wait()
-            log.info("server.draining", extra={"connections": len(services.sessions)})
+            log.info(
+                "server.draining",
+                extra={
+                    "connections": len(services.sessions),
+                    "handshaking": listener.handshaking,
+                },
+            )
             services.shutting_down = True
-            listening.cancel()
+            listener.stop()  # and closes the connections still in their handshake
             for session in services.sessions:
                 session.drain(config.shutdown_grace_s)
             background.cancel_scope.cancel()
-        # Connections still in their handshake or before hello are not indexed yet.
+        # Connections past their handshake but before hello are not indexed yet.
         connections.cancel_scope.deadline = trio.current_time() + config.shutdown_grace_s + 2
     return info
-
-
-async def _reuse_port_listener(host: str, port: int) -> trio.SocketListener:
-    """A listener sharing ``port`` with the other workers (the kernel spreads connections)."""
-    family = trio.socket.AF_INET6 if ":" in host else trio.socket.AF_INET
-    sock = trio.socket.socket(family, trio.socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
-        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
-        await sock.bind((host, port))
-        sock.listen(1024)
-    except BaseException:
-        sock.close()
-        raise
-    return trio.SocketListener(sock)
 
 
 async def _close_revoked_devices(services: Services) -> None:
@@ -371,16 +348,6 @@ async def _close_revoked_devices(services: Services) -> None:
             for session in services.sessions.of_device(device_id):
                 log.warning("device.revoked_closed", extra={"revoked_device": device_id})
                 session.close_soon(CLOSE_REVOKED, "device revoked")
-
-
-def _redact(dsn: str) -> str:
-    """``dsn`` with any password replaced, fit for a log line."""
-    if "@" not in dsn or "://" not in dsn:
-        return dsn
-    scheme, rest = dsn.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in credentials else dsn
 
 
 __all__ = ["CLOSE_GOING_AWAY", "ServerInfo", "Services", "run_server"]

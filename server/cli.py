@@ -4,9 +4,15 @@
 ``scenic device add|list|revoke`` manage the devices allowed to connect,
 ``scenic catalog load|show`` the catalog on sale and ``scenic audit`` checks
 the money invariants, all against the same data directory or DSN;
-``scenic channel-sim`` runs the payment channel simulator as its own process.
-Every flag has a ``SCENIC_*`` environment variable and a default (see
-:mod:`server.config`).
+``scenic db dsn`` prints the DSN of that database; ``scenic channel-sim``
+runs the payment channel simulator as its own process. Every flag has a
+``SCENIC_*`` environment variable and a default (see :mod:`server.config`).
+
+A mistake a person can fix is one line on stderr, never a traceback: what is
+wrong and what to do, exit status 2 for a usage error (a flag, a
+``SCENIC_*`` value), 1 for a failure (the database cannot be reached, the
+port is taken, the data directory cannot be written). ``--log-level DEBUG``
+(or ``SCENIC_LOG_LEVEL=DEBUG``) prints the traceback too.
 """
 
 from __future__ import annotations
@@ -14,11 +20,12 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 import trio
@@ -29,72 +36,114 @@ from server.audit import run_audit
 from server.auth import hash_token, new_token
 from server.catalog.model import parse_catalog
 from server.channels.cli import add_channel_sim_parser
-from server.config import ServerConfig
+from server.config import LOG_LEVELS, ServerConfig
 from server.errors import ScenicError
+from server.flags import log_level, port_number, websocket_url, worker_count
 from server.logs import configure_logging
 from server.ops import ROLES
 from server.selling import TicketKeyring, business_date
+from server.startup import StartupError, UsageError, check_data_dir, check_database
 from server.storage import devices, site
 from server.storage.database import Database, open_database
-from server.storage.embedded import EmbeddedPostgres
+from server.storage.embedded import EmbeddedPostgres, cluster_dsn
 from server.storage.migrations import apply_migrations
+
+DESCRIPTION = (
+    "scenic-gate: the gate and payment server for scenic areas, and the tools that go "
+    "with it. Every flag also has a SCENIC_* environment variable (flags win); "
+    "'scenic COMMAND --help' says more about each command."
+)
+
+
+class CommandLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (and exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``message`` as one line naming the command, then exit with status 2."""
+        self.exit(2, f"{self.prog}: {message}; see {self.prog} --help\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ``scenic`` subcommand."""
-    parser = argparse.ArgumentParser(prog="scenic", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = CommandLineParser(prog="scenic", description=DESCRIPTION)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the server")
+    serve = _command(
+        commands,
+        "serve",
+        "Run the server until SIGINT or SIGTERM.",
+        "With no --dsn it starts the embedded PostgreSQL in the data directory (and stops it "
+        "when the last process using it stops). The server.listening log line says where it "
+        "listens.",
+    )
     _add_database_flags(serve)
-    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (default 8765)")
-    serve.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    serve.add_argument("--host", help="Listen on this address (default 127.0.0.1; SCENIC_HOST).")
+    serve.add_argument(
+        "--port",
+        type=port_number,
+        metavar="PORT",
+        help="Listen on this port, 0 for any free one (default 8765; SCENIC_PORT).",
+    )
     serve.add_argument(
         "--demo",
         action="store_true",
         default=None,
-        help="sell the demo park's catalog when no catalog has been loaded",
+        help="Sell the demo park's catalog when no catalog has been loaded (SCENIC_DEMO).",
     )
     serve.add_argument(
         "--workers",
-        type=int,
-        help="server processes sharing the port and the database (default 1)",
+        type=worker_count,
+        metavar="N",
+        help="Run this many server processes on one port and one database "
+        "(default 1; SCENIC_WORKERS).",
     )
     serve.add_argument(
         "--channel-sim-url",
-        help="API of a scenic channel-sim process to use for WeChat Pay and Alipay",
+        type=websocket_url,
+        metavar="URL",
+        help="Use the scenic channel-sim process at this ws:// URL as WeChat Pay and Alipay "
+        "(default: simulated in the server; SCENIC_CHANNEL_SIM_URL).",
     )
     serve.set_defaults(run=_serve)
 
-    catalog = commands.add_parser("catalog", help="the catalog on sale").add_subparsers(
-        dest="catalog_command", required=True
+    catalog = _command(commands, "catalog", "Check and load the catalog on sale, or print it.")
+    catalog_commands = catalog.add_subparsers(
+        dest="catalog_command", required=True, metavar="COMMAND"
     )
-    load = catalog.add_parser("load", help="check a catalog TOML file and put it on sale")
-    load.add_argument("file", type=Path, metavar="FILE")
+    load = _command(
+        catalog_commands,
+        "load",
+        "Check a catalog TOML file and put it on sale; running servers reload it.",
+    )
+    load.add_argument("file", type=Path, metavar="FILE", help="The catalog file (TOML).")
     _add_database_flags(load)
     load.set_defaults(run=_catalog_load)
-    show = catalog.add_parser("show", help="print the catalog on sale")
+    show = _command(catalog_commands, "show", "Print the catalog on sale (its TOML text).")
     _add_database_flags(show)
     show.set_defaults(run=_catalog_show)
 
-    audit = commands.add_parser(
-        "audit", help="check the money invariants; exit 1 naming the rows when one fails"
+    audit = _command(
+        commands,
+        "audit",
+        "Check the money invariants; exit 1 naming the offending rows when one fails.",
     )
     _add_database_flags(audit)
     audit.set_defaults(run=_audit)
 
-    keys = commands.add_parser("keys", help="the site keys that make ticket codes").add_subparsers(
-        dest="keys_command", required=True
+    keys = _command(
+        commands, "keys", "List, rotate or retire the site keys that make ticket codes."
     )
-    listing = keys.add_parser("list", help="list the site keys")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
+    listing = _command(keys_commands, "list", "List the site keys and which one makes new codes.")
     _add_database_flags(listing)
     listing.set_defaults(run=_keys_list)
-    rotate = keys.add_parser("rotate", help="make a new key; new codes use it, old ones stay valid")
+    rotate = _command(
+        keys_commands, "rotate", "Make a new key for new codes; codes made before stay valid."
+    )
     _add_database_flags(rotate)
     rotate.set_defaults(run=_keys_rotate)
-    retire = keys.add_parser("retire", help="stop accepting codes made with a key")
-    retire.add_argument("key_id", metavar="KEY")
+    retire = _command(keys_commands, "retire", "Stop accepting the codes made with a key.")
+    retire.add_argument("key_id", metavar="KEY", help="The key's id, as keys list shows it.")
     _add_database_flags(retire)
     retire.set_defaults(run=_keys_retire)
 
@@ -102,31 +151,96 @@ def build_parser() -> argparse.ArgumentParser:
     add_gate_parsers(commands)
     add_loadtest_parser(commands)
 
-    device = commands.add_parser("device", help="manage devices").add_subparsers(
-        dest="device_command", required=True
+    device = _command(commands, "device", "Register, list or revoke the devices that may connect.")
+    device_commands = device.add_subparsers(dest="device_command", required=True, metavar="COMMAND")
+    add = _command(
+        device_commands,
+        "add",
+        "Register a device with a role and print its token (only the token, on stdout).",
+        "The token is shown once; only its SHA-256 is stored.",
     )
-    add = device.add_parser("add", help="register a device; prints its token last")
-    add.add_argument("device_id", metavar="ID")
-    add.add_argument("--role", required=True, choices=ROLES)
+    add.add_argument("device_id", metavar="ID", help="The device's id, e.g. kiosk-01.")
+    add.add_argument(
+        "--role",
+        required=True,
+        choices=ROLES,
+        help=f"What the device may do: one of {', '.join(ROLES)}.",
+    )
     _add_database_flags(add)
     add.set_defaults(run=_device_add)
-    listing = device.add_parser("list", help="list devices")
+    listing = _command(device_commands, "list", "List the devices, their roles and status.")
     _add_database_flags(listing)
     listing.set_defaults(run=_device_list)
-    revoke = device.add_parser("revoke", help="revoke a device; its connections close")
-    revoke.add_argument("device_id", metavar="ID")
+    revoke = _command(
+        device_commands,
+        "revoke",
+        "Revoke a device: its open connections close and its token is refused from now on.",
+    )
+    revoke.add_argument("device_id", metavar="ID", help="The device's id.")
     _add_database_flags(revoke)
     revoke.set_defaults(run=_device_revoke)
+
+    db = _command(commands, "db", "Tell other programs where the database is.")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    dsn = _command(
+        db_commands,
+        "dsn",
+        "Print the DSN of the database scenic serve uses with these settings.",
+        "Without SCENIC_DSN that is the embedded cluster of the data directory; its DSN is "
+        "printed whether the cluster runs or not (stderr says when it does not).",
+    )
+    dsn.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="The data directory whose embedded cluster to name (default: the user data "
+        "directory; SCENIC_DATA_DIR).",
+    )
+    _add_log_level_flag(dsn)
+    dsn.set_defaults(run=_db_dsn)
     return parser
 
 
+def _command(
+    subparsers: Any, name: str, summary: str, details: str | None = None
+) -> argparse.ArgumentParser:
+    """A subcommand whose listing shows ``summary`` and whose --help shows it with ``details``."""
+    description = summary if details is None else f"{summary} {details}"
+    return subparsers.add_parser(name, help=summary, description=description)
+
+
 def _add_database_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dsn", help="PostgreSQL DSN; without it, the embedded cluster")
-    parser.add_argument("--data-dir", type=Path, help="where the embedded cluster lives")
+    parser.add_argument(
+        "--dsn",
+        metavar="URL",
+        help="Use the PostgreSQL at this postgresql:// URL (SCENIC_DSN; default: the "
+        "embedded cluster in the data directory).",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="Keep the embedded cluster (and the channel keys) here (default: the user data "
+        "directory; SCENIC_DATA_DIR).",
+    )
+    _add_log_level_flag(parser)
+
+
+def _add_log_level_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-level",
+        type=log_level,
+        metavar="LEVEL",
+        help=f"Log at this level: {', '.join(LOG_LEVELS)} (default INFO; SCENIC_LOG_LEVEL); "
+        "DEBUG also prints the traceback of an error.",
+    )
 
 
 def config_from(args: argparse.Namespace) -> ServerConfig:
-    """The environment's config with the flags given on the command line on top."""
+    """The environment's config with the flags given on the command line on top.
+
+    Raises ``ValueError`` naming the ``SCENIC_*`` variable whose value is unusable.
+    """
     config = ServerConfig.from_env()
     flags = {
         name: getattr(args, name)
@@ -156,16 +270,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(config.log_level)
     try:
         return trio.run(args.run, config, args)
-    except ScenicError as exc:
-        print(f"scenic: {exc.message} ({exc.code})", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    except BaseException as exc:  # sorted below; anything else is re-raised as it was
+        failures = _leaves(exc)
+        if any(isinstance(failure, KeyboardInterrupt) for failure in failures):
+            return 130
+        if not all(isinstance(failure, ScenicError) for failure in failures):
+            raise
+        if config.log_level.upper() == "DEBUG":
+            traceback.print_exception(exc)
+        for line in dict.fromkeys(_one_line(failure) for failure in failures):
+            print(f"scenic: {line}", file=sys.stderr)
+        return 2 if any(isinstance(failure, UsageError) for failure in failures) else 1
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside ``exc``, however deep the exception groups nest them."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _one_line(failure: ScenicError) -> str:
+    if isinstance(failure, StartupError | UsageError):
+        return failure.message
+    return f"{failure.message} ({failure.code})"
 
 
 async def _serve(config: ServerConfig, args: argparse.Namespace) -> int:
     from server.app import run_server
 
+    if config.dsn is None or config.channel_keys is None:  # the cluster, the channel keys
+        await trio.to_thread.run_sync(check_data_dir, config.data_dir)
+    if config.dsn is not None:
+        await check_database(config.dsn)
     if config.workers > 1:
         from server.workers import serve_workers
 
@@ -196,6 +333,8 @@ async def _database(config: ServerConfig):
     if dsn is None:
         embedded = EmbeddedPostgres(config.data_dir)
         dsn = await trio.to_thread.run_sync(embedded.start)
+    else:
+        await check_database(dsn)
     try:
         async with open_database(dsn, min_size=1, max_size=2) as db:
             await apply_migrations(db)
@@ -219,7 +358,11 @@ def _with_database(
 async def _device_add(db: Database, args: argparse.Namespace) -> int:
     token = new_token()
     await devices.add_device(db, args.device_id, args.role, hash_token(token))
-    print(f"device {args.device_id} added with role {args.role}; its token (shown once):")
+    print(
+        f"device {args.device_id} added with role {args.role}; keep its token "
+        "(on stdout): it is shown only once",
+        file=sys.stderr,
+    )
     print(token)
     return 0
 
@@ -317,6 +460,21 @@ async def _keys_retire(db: Database, args: argparse.Namespace) -> int:
         print(f"scenic: no accepted key {args.key_id}", file=sys.stderr)
         return 1
     print(f"key {args.key_id} retired: codes made with it are refused from now on")
+    return 0
+
+
+async def _db_dsn(config: ServerConfig, args: argparse.Namespace) -> int:
+    if config.dsn is not None:
+        print(config.dsn)
+        return 0
+    dsn, running = await trio.to_thread.run_sync(cluster_dsn, config.data_dir)
+    print(dsn)
+    if not running:
+        print(
+            f"scenic: the embedded cluster in {config.data_dir} is not running; this DSN "
+            "works while scenic serve (or another scenic command) runs it",
+            file=sys.stderr,
+        )
     return 0
 
 

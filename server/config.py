@@ -17,6 +17,19 @@ import platformdirs
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 DEFAULT_MAX_FRAME_BYTES = 64 * 1024
+#: the log levels ``--log-level`` and ``SCENIC_LOG_LEVEL`` take (any case)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+#: settings whose value must be at least this much
+_MINIMUM = {
+    "workers": 1,
+    "max_frame_bytes": 1,
+    "max_bad_frames": 1,
+    "max_in_flight": 1,
+    "mailbox_size": 1,
+    "commit_max_batch": 1,
+    "db_pool_min": 1,
+    "db_pool_max": 1,
+}
 
 
 def default_data_dir() -> Path:
@@ -40,6 +53,8 @@ class ServerConfig:
     max_in_flight: int = 256
     #: seconds an in-flight request may still run after shutdown begins
     shutdown_grace_s: float = 10.0
+    #: seconds a client has to complete the websocket handshake after its TCP connect
+    handshake_timeout_s: float = 10.0
     #: seconds a client has to send ``hello`` after connecting
     hello_timeout_s: float = 10.0
     #: seconds an actor's ``ask`` may take before the request gets ``timeout``
@@ -80,29 +95,59 @@ class ServerConfig:
     def from_env(cls, environ: dict[str, str] | None = None) -> ServerConfig:
         """Build a config from ``SCENIC_*`` environment variables over the defaults.
 
-        Raises ``ValueError`` naming the variable when one cannot be parsed.
+        Raises ``ValueError`` with one line naming the variable, what is wrong
+        with its value and what to do, when one cannot be parsed or is out of
+        range (see :func:`setting_problem`).
         """
         environ = os.environ if environ is None else environ
         values: dict[str, object] = {}
         for field in attrs.fields(cls):
-            raw = environ.get("SCENIC_" + field.name.upper())
+            name = "SCENIC_" + field.name.upper()
+            raw = environ.get(name)
             if raw is None:
                 continue
-            values[field.name] = _parse(field, raw)
+            value = _parse(field, raw)
+            problem = setting_problem(field.name, value)
+            if problem is not None:
+                raise ValueError(f"{name}={raw!r} cannot be used: {problem}; fix it or unset it")
+            values[field.name] = value
         return cls(**values)
+
+
+def setting_problem(name: str, value: object) -> str | None:
+    """The rule ``value`` breaks for the setting ``name``, or ``None`` when it is usable.
+
+    >>> setting_problem("port", 99999)
+    'a port number is 0-65535 (0 picks a free port)'
+    """
+    if name == "port" and not 0 <= value <= 65535:
+        return "a port number is 0-65535 (0 picks a free port)"
+    if name == "log_level" and str(value).upper() not in LOG_LEVELS:
+        return f"the log level is one of {', '.join(LOG_LEVELS)}"
+    minimum = _MINIMUM.get(name)
+    if minimum is not None and value < minimum:
+        return f"the least is {minimum}"
+    if isinstance(value, float) and not value >= 0:  # also refuses nan
+        return "it is a number of seconds, 0 or more"
+    return None
 
 
 def _parse(field: attrs.Attribute, raw: str) -> object:
     kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
+    name = f"SCENIC_{field.name.upper()}"
     try:
         if kind == "int":
             return int(raw)
         if kind == "float":
             return float(raw)
-        if kind == "bool":
-            if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                raise ValueError
-            return raw.lower() in ("1", "true", "yes")
     except ValueError:
-        raise ValueError(f"SCENIC_{field.name.upper()}={raw!r} is not a {kind}") from None
+        what = "a whole number" if kind == "int" else "a number"
+        rule = " (a port number is 0-65535, 0 picks a free port)" if field.name == "port" else ""
+        raise ValueError(f"{name}={raw!r} is not {what}{rule}; fix it or unset it") from None
+    if kind == "bool":
+        if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+            raise ValueError(
+                f"{name}={raw!r} is not a yes or no; set it to 1, 0, true, false, yes or no"
+            )
+        return raw.lower() in ("1", "true", "yes")
     return raw

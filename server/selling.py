@@ -270,7 +270,8 @@ async def run_selling(
         idle_poll_s=services.config.outbox_poll_s,
     )
     async with AsyncExitStack() as remotes:
-        # The remote channels' nurseries enclose the workers' (they outlive every user).
+        # Each remote channel owns a nursery: enter them all before the workers' nursery
+        # opens, so they close after it (trio nurseries must nest).
         for adapter in services.channels.adapters.values():
             if isinstance(adapter, RemoteChannel):
                 await remotes.enter_async_context(adapter)

@@ -121,3 +121,15 @@ async def test_serve_with_two_workers_shares_one_port_and_stops_cleanly(tmp_path
     log = log_path.read_text()
     assert '"workers.stopped"' in log and '"embedded.stopped"' in log
     assert not (data_dir / "postgres" / "postmaster.pid").exists()
+
+
+async def test_serve_with_a_channel_sim_url_stops_cleanly_on_sigterm(dsn, tmp_path):
+    # The remote channels' nurseries used to close after the workers' nursery that
+    # held them: SIGTERM ended in "Nursery misnesting detected!" and exit status 1.
+    log_path = tmp_path / "server.log"
+    process, _ = start_server(
+        tmp_path / "data", log_path, "--dsn", dsn, "--channel-sim-url", "ws://127.0.0.1:9"
+    )
+    assert stop_process(process) == 0
+    log = log_path.read_text()
+    assert '"server.stopped"' in log and "Traceback" not in log

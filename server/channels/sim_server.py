@@ -29,7 +29,7 @@ from typing import Any
 
 import attrs
 import trio
-from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
+from trio_websocket import ConnectionClosed, WebSocketRequest, WebSocketServer
 
 from clients.client import ConnectionLost, RemoteError, connect
 from server.channels.adapter import QR_CHANNELS, ChannelError, ChannelUnavailable
@@ -37,6 +37,7 @@ from server.channels.notifier import Notifier, NotifyPolicy
 from server.channels.simulator import FAULTS, MERCHANT_OPS, ChannelSimulator, utc_now
 from server.envelope import Rejected, Request, error_frame, ok_frame, read_request
 from server.errors import BadFrame, BadRequest, ScenicError, UnknownOp
+from server.listener import open_listeners
 from server.schema import Arg, parse_args
 
 log = logging.getLogger("scenic.channels.sim")
@@ -225,7 +226,8 @@ async def serve_channel_api(
 
     ``port`` 0 picks a free port; ``task_status.started`` receives the API's
     ``ws://`` url. Each connection's requests are served concurrently, up to
-    :data:`MAX_IN_FLIGHT` at once, each reply as soon as it is ready.
+    :data:`MAX_IN_FLIGHT` at once, each reply as soon as it is ready. Raises
+    :class:`~server.startup.StartupError` when the port cannot be bound.
     """
     api = ChannelApi(simulators, notifiers)
 
@@ -256,19 +258,19 @@ async def serve_channel_api(
                 pass  # the merchant left
             requests.cancel_scope.cancel()
 
+    listeners = await open_listeners(
+        host, port, host_flag="--listen-host", port_flag="--listen-port"
+    )
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            partial(
-                serve_websocket,
-                handle,
-                host,
-                port,
-                None,
-                max_message_size=MAX_REQUEST_BYTES * 2,
-                connect_timeout=10,
-                disconnect_timeout=5,
-            )
+        server = WebSocketServer(
+            handle,
+            listeners,
+            handler_nursery=nursery,
+            max_message_size=MAX_REQUEST_BYTES * 2,
+            connect_timeout=10,
+            disconnect_timeout=5,
         )
+        await nursery.start(server.run)
         task_status.started(f"ws://{host}:{server.port}")
 
 

@@ -11,14 +11,20 @@ What ``start`` does, by the state it finds:
 - a cluster stopped cleanly, or left behind by a crash (a stale
   ``postmaster.pid``): start it; the stale lock file is removed first, so a
   recycled pid can never pass for a running server;
-- a cluster already running for this directory: use it. If the scenic process
-  that started it is still alive it is *shared*: our ``stop`` leaves it
-  running, and its owner stops it when that process stops (a process sharing a
-  cluster loses its database then). If its owner died, we *adopt* it and stop
-  it on our ``stop``.
+- a cluster already running for this directory: use it (*shared* when other
+  live processes use it, *adopted* when nobody does, e.g. its users crashed).
 
-Starting and stopping are serialised between processes by a lock file in
-``data_dir``; the owner is recorded in ``data_dir / "postgres.owner"``.
+Every process that started or joined the cluster is recorded as one of its
+*users* in ``data_dir / "postgres.users"`` (pid and start time, so a recycled
+pid never passes for a user). ``stop`` removes us from that list and stops the
+cluster only when no live user is left: the last one out stops it, whichever
+process started it. So a short command (``scenic device add``) that started
+the cluster never stops it under a server that joined meanwhile, and a server
+never loses its database to another process's start or stop. A user that
+died without ``stop`` (SIGKILL) is pruned by the next start or stop.
+
+Starting, stopping and every change to the users file are serialised between
+processes by a lock file, ``data_dir / "postgres.lock"``.
 
 About pgserver: it keeps a process-wide cache of servers, an ``atexit`` hook
 and a list of "handle" pids in the data directory, all meant for its own
@@ -37,10 +43,13 @@ import atexit
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import logging
 import os
+import secrets
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -48,6 +57,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
+
+from server.startup import StartupError, check_data_dir
 
 log = logging.getLogger("scenic.storage.embedded")
 
@@ -59,17 +70,20 @@ STOP_TIMEOUT_S = 60.0
 SETTLE_TIMEOUT_S = 30.0
 
 
-class EmbeddedPostgresError(RuntimeError):
+class EmbeddedPostgresError(StartupError):
     """The embedded cluster could not be started or stopped; the message says why."""
+
+    code = "embedded_postgres"
 
 
 class EmbeddedPostgres:
     """A PostgreSQL cluster living in ``data_dir / "postgres"``, reachable by unix socket.
 
-    ``start`` returns an asyncpg DSN; ``stop`` stops the cluster if this object
-    started (or adopted) it and leaves a shared one running. Both are blocking
-    and safe to call from any one thread at a time; ``stop`` without ``start``
-    does nothing, and ``start`` after ``stop`` starts it again.
+    ``start`` returns an asyncpg DSN and records this object as a user of the
+    cluster; ``stop`` removes it and stops the cluster when no other live user
+    is left. Both are blocking and safe to call from any one thread at a time;
+    ``stop`` without ``start`` does nothing, and ``start`` after ``stop`` starts
+    it again.
     """
 
     def __init__(self, data_dir: Path) -> None:
@@ -77,18 +91,9 @@ class EmbeddedPostgres:
         self.pgdata = self.data_dir / "postgres"
         self._mutex = threading.Lock()
         self._dsn: str | None = None
-        self._postmaster: psutil.Process | None = None  # set when we must stop it
         self._system_user: str | None = None
-
-    @property
-    def dsn(self) -> str | None:
-        """The DSN ``start`` returned, or ``None`` when not started."""
-        return self._dsn
-
-    @property
-    def owns_cluster(self) -> bool:
-        """True when ``stop`` will stop the cluster (we started or adopted it)."""
-        return self._postmaster is not None
+        # One process may hold several handles on one directory: each is its own user.
+        self._handle = secrets.token_hex(8)
 
     @property
     def log_file(self) -> Path:
@@ -99,25 +104,25 @@ class EmbeddedPostgres:
         """Make sure the cluster runs and return an asyncpg DSN for its ``postgres`` database.
 
         Idempotent: a second call returns the same DSN. Raises
-        :class:`EmbeddedPostgresError` when the cluster cannot be initialised or
-        started (the message points to PostgreSQL's log) or when another
-        process holds the start lock for longer than ``LOCK_TIMEOUT_S``.
+        :class:`~server.startup.StartupError` when the data directory cannot be
+        made or written, :class:`EmbeddedPostgresError` when the cluster cannot
+        be initialised or started (the message points to PostgreSQL's log) or
+        when another process holds the start lock for longer than
+        ``LOCK_TIMEOUT_S``.
         """
         with self._mutex:
             if self._dsn is not None:
                 return self._dsn
             began = time.monotonic()
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            check_data_dir(self.data_dir)
             with self._file_lock():
                 cold = not (self.pgdata / "PG_VERSION").exists()
                 running = _settled_postmaster(self.pgdata)
-                owned = running is None or not _owner_alive(self._owner_file)
+                others = _live_users(self._users_file)
                 self._dsn, pid, self._system_user = _pgserver_start(self.pgdata)
-                if owned:
-                    self._postmaster = psutil.Process(pid)
-                    _write_owner(self._owner_file)
-                    atexit.register(self._stop_at_exit)
-            how = "shared" if not owned else "adopted" if running is not None else "started"
+                _write_users(self._users_file, [*others, _user_record(self._handle)])
+                atexit.register(self._stop_at_exit)
+            how = "started" if running is None else "shared" if others else "adopted"
             log.info(
                 "embedded.%s",
                 how,
@@ -127,41 +132,56 @@ class EmbeddedPostgres:
                     "postmaster_pid": pid,
                     "postgres_log": str(self.log_file),
                     "initdb": cold,
+                    "other_users": [user["pid"] for user in others],
                     "seconds": round(time.monotonic() - began, 3),
                 },
             )
             return self._dsn
 
     def stop(self) -> None:
-        """Stop the cluster if we started or adopted it, and wait until it has exited.
+        """Stop using the cluster; stop it too when no other live process uses it.
 
-        Uses a fast shutdown (``pg_ctl stop -m fast``: open sessions are
-        disconnected, their transactions rolled back, everything committed is
-        kept); if that does not finish within ``STOP_TIMEOUT_S`` the postmaster
-        gets an immediate shutdown and then SIGKILL, so no process is left
-        running. A shared cluster is left running. Never raises for a cluster
-        that is already gone.
+        The last user's stop is a fast shutdown (``pg_ctl stop -m fast``: open
+        sessions are disconnected, their transactions rolled back, everything
+        committed is kept) that waits until the postmaster has exited; if that
+        does not finish within ``STOP_TIMEOUT_S`` the postmaster gets an
+        immediate shutdown and then SIGKILL, so no process is left running.
+        With other users left the cluster keeps running
+        (``embedded.left_running``). Never raises for a cluster that is
+        already gone.
         """
         with self._mutex:
             if self._dsn is None:
                 return
-            postmaster, self._postmaster, self._dsn = self._postmaster, None, None
-            if postmaster is None:
-                log.info("embedded.left_running", extra={"data_dir": str(self.pgdata)})
-                return
+            self._dsn = None
             atexit.unregister(self._stop_at_exit)
             began = time.monotonic()
             with self._file_lock():
-                _stop_postmaster(self.pgdata, postmaster, self._system_user)
-                self._owner_file.unlink(missing_ok=True)
+                others = [
+                    user for user in _live_users(self._users_file) if user["handle"] != self._handle
+                ]
+                if others:
+                    _write_users(self._users_file, others)
+                    log.info(
+                        "embedded.left_running",
+                        extra={
+                            "data_dir": str(self.pgdata),
+                            "other_users": [user["pid"] for user in others],
+                        },
+                    )
+                    return
+                found = _live_postmaster(self.pgdata)
+                if found is not None:
+                    _stop_postmaster(self.pgdata, found[0], self._system_user)
+                self._users_file.unlink(missing_ok=True)
             log.info(
                 "embedded.stopped",
                 extra={"data_dir": str(self.pgdata), "seconds": round(time.monotonic() - began, 3)},
             )
 
     @property
-    def _owner_file(self) -> Path:
-        return self.data_dir / "postgres.owner"
+    def _users_file(self) -> Path:
+        return self.data_dir / "postgres.users"
 
     def _stop_at_exit(self) -> None:
         # A last resort when the process exits without calling stop().
@@ -190,6 +210,59 @@ class EmbeddedPostgres:
                 yield
             finally:
                 fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def cluster_dsn(data_dir: Path) -> tuple[str, bool]:
+    """The DSN of the embedded cluster in ``data_dir``, and whether it runs now.
+
+    Starts nothing and changes nothing: a running cluster's DSN comes from its
+    ``postmaster.pid`` (the socket directory it listens in); a stopped one's is
+    the DSN it will have when started. pgserver puts the socket in the
+    cluster's own directory unless that path is too long for a unix socket;
+    then in a directory named after the cluster's inode, which exists only
+    once the cluster does. Raises :class:`EmbeddedPostgresError` in that one
+    case, when no cluster exists yet.
+    """
+    pgdata = Path(data_dir).expanduser().resolve() / "postgres"
+    running = _running_socket_dir(pgdata)
+    if running is not None:
+        return _socket_dsn(running), True
+    if len(os.fsencode(pgdata / ".s.PGSQL.5432")) < _SUN_PATH_MAX:
+        return _socket_dsn(pgdata), False
+    if not pgdata.is_dir():
+        raise EmbeddedPostgresError(
+            f"{pgdata} is too long a path for a unix socket, so its cluster's socket is "
+            "placed when the cluster is created; start it once (scenic serve) and ask again"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pgserver.postgres_server import PostgresServer
+    identifier = f"{pgdata}-{pgdata.stat().st_ino}"  # as pgserver names it
+    digest = hashlib.sha256(identifier.encode()).hexdigest()[:10]
+    return _socket_dsn(PostgresServer.runtime_path / digest), False
+
+
+#: the longest unix socket path the kernel takes, plus its terminating NUL
+_SUN_PATH_MAX = 108 if sys.platform.startswith("linux") else 104
+
+
+def _socket_dsn(socket_dir: Path) -> str:
+    """pgserver's DSN for a cluster listening in ``socket_dir`` (trust authentication)."""
+    return f"postgresql://postgres:@/postgres?host={socket_dir}"
+
+
+def _running_socket_dir(pgdata: Path) -> Path | None:
+    """The socket directory of the postmaster running for ``pgdata``, read-only; or ``None``."""
+    lines = _postmaster_file(pgdata)
+    if lines is None or len(lines) < 5 or not lines[4].strip():
+        return None
+    try:
+        process = psutil.Process(int(lines[0]))
+        if process.name() != "postgres" or str(pgdata) not in process.cmdline():
+            return None
+    except (ValueError, psutil.Error):
+        return None
+    return Path(lines[4].strip())
 
 
 def _pgserver_start(pgdata: Path) -> tuple[str, int, str | None]:
@@ -293,19 +366,37 @@ def _settled_postmaster(pgdata: Path) -> psutil.Process | None:
         time.sleep(0.1)
 
 
-def _owner_alive(owner_file: Path) -> bool:
-    """True when the scenic process recorded in ``owner_file`` is still running."""
+def _user_record(handle: str) -> dict:
+    """This process's entry in the users file, for the handle ``handle``."""
+    me = psutil.Process()
+    return {"pid": me.pid, "create_time": me.create_time(), "handle": handle}
+
+
+def _live_users(users_file: Path) -> list[dict]:
+    """The users recorded in ``users_file`` whose process still runs (same pid, same start)."""
     try:
-        owner = json.loads(owner_file.read_text())
-        process = psutil.Process(owner["pid"])
-        return abs(process.create_time() - owner["create_time"]) < 1.0
-    except (OSError, ValueError, KeyError, TypeError, psutil.Error):
+        users = json.loads(users_file.read_text())
+    except (OSError, ValueError):
+        return []
+    return [user for user in users if isinstance(user, dict) and _user_alive(user)]
+
+
+def _user_alive(user: dict) -> bool:
+    try:
+        process = psutil.Process(user["pid"])
+        return (
+            abs(process.create_time() - user["create_time"]) < 1.0
+            and process.status() != psutil.STATUS_ZOMBIE
+        )
+    except (KeyError, TypeError, ValueError, psutil.Error):
         return False
 
 
-def _write_owner(owner_file: Path) -> None:
-    me = psutil.Process()
-    owner_file.write_text(json.dumps({"pid": me.pid, "create_time": me.create_time()}))
+def _write_users(users_file: Path, users: list[dict]) -> None:
+    """Replace ``users_file`` with ``users`` at once (a crash leaves the old list or the new)."""
+    partial = users_file.with_name(users_file.name + ".tmp")
+    partial.write_text(json.dumps(users))
+    os.replace(partial, users_file)
 
 
 def _stop_postmaster(pgdata: Path, postmaster: psutil.Process, system_user: str | None) -> None:
