@@ -23,7 +23,7 @@ import sys
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -36,14 +36,15 @@ from server.audit import run_audit
 from server.auth import hash_token, new_token
 from server.catalog.model import parse_catalog
 from server.channels.cli import add_channel_sim_parser
+from server.channels.keys import fingerprints, read_channel_keys
 from server.config import LOG_LEVELS, ServerConfig
 from server.errors import ScenicError
-from server.flags import log_level, port_number, websocket_url, worker_count
+from server.flags import log_level, port_number, seconds, websocket_url, worker_count
 from server.logs import configure_logging
 from server.ops import ROLES
 from server.selling import TicketKeyring, business_date
 from server.startup import StartupError, UsageError, check_data_dir, check_database
-from server.storage import devices, site
+from server.storage import channel_keys, devices, site
 from server.storage.database import Database, open_database
 from server.storage.embedded import EmbeddedPostgres, cluster_dsn
 from server.storage.migrations import apply_migrations
@@ -128,7 +129,49 @@ def build_parser() -> argparse.ArgumentParser:
         "Check the money invariants; exit 1 naming the offending rows when one fails.",
     )
     _add_database_flags(audit)
+    audit.add_argument(
+        "--refund-bound-s",
+        type=seconds,
+        metavar="SECONDS",
+        help="Name every refund its channel has not confirmed this long after it was asked "
+        "(default 600; SCENIC_REFUND_BOUND_S).",
+    )
     audit.set_defaults(run=_audit)
+
+    channel_keys = _command(
+        commands,
+        "channel-keys",
+        "Show the merchant keys' fingerprints, or make this file's keys the database's.",
+        "Every server on one database must use the same merchant keys; the first to start "
+        "records their SHA-256 fingerprints and a server with other keys refuses to start.",
+    )
+    channel_keys_commands = channel_keys.add_subparsers(
+        dest="channel_keys_command", required=True, metavar="COMMAND"
+    )
+    for name, summary, run in (
+        (
+            "show",
+            "Print each channel's key fingerprint in the keys file and in the database.",
+            _channel_keys_show,
+        ),
+        (
+            "adopt",
+            "Record the keys file's fingerprints as the database's (after changing the keys "
+            "on purpose).",
+            _channel_keys_adopt,
+        ),
+    ):
+        command = _command(channel_keys_commands, name, summary)
+        command.add_argument(
+            "--keys",
+            dest="channel_keys",
+            type=Path,
+            metavar="FILE",
+            help="The merchant keys file (default: channel_keys.json in the data directory; "
+            "SCENIC_CHANNEL_KEYS).",
+        )
+        _add_database_flags(command)
+        command.set_defaults(run=run)
 
     keys = _command(
         commands, "keys", "List, rotate or retire the site keys that make ticket codes."
@@ -253,6 +296,8 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
             "demo",
             "channel_sim_url",
             "workers",
+            "refund_bound_s",
+            "channel_keys",
         )
         if getattr(args, name, None) is not None
     }
@@ -419,9 +464,9 @@ async def _catalog_show(db: Database, args: argparse.Namespace) -> int:
     return 0
 
 
-@_with_database
-async def _audit(db: Database, args: argparse.Namespace) -> int:
-    results = await db.run(run_audit)
+async def _audit(config: ServerConfig, args: argparse.Namespace) -> int:
+    async with _database(config) as db:
+        results = await db.run(run_audit, timedelta(seconds=config.refund_bound_s))
     failed = 0
     for result in results:
         mark = "ok  " if result.ok else "FAIL"
@@ -460,6 +505,31 @@ async def _keys_retire(db: Database, args: argparse.Namespace) -> int:
         print(f"scenic: no accepted key {args.key_id}", file=sys.stderr)
         return 1
     print(f"key {args.key_id} retired: codes made with it are refused from now on")
+    return 0
+
+
+async def _channel_keys_show(config: ServerConfig, args: argparse.Namespace) -> int:
+    path = config.channel_keys_path
+    ours = fingerprints(read_channel_keys(path))
+    async with _database(config) as db:
+        known = await db.run(channel_keys.recorded)
+    print(f"{'CHANNEL':<8} {'IN ' + str(path)}")
+    differ = 0
+    for name, fingerprint in ours.items():
+        recorded = known.get(name)
+        state = "recorded" if recorded == fingerprint else "not recorded yet"
+        if recorded not in (None, fingerprint):
+            state, differ = f"DIFFERS: the database has {recorded}", differ + 1
+        print(f"{name:<8} {fingerprint}  {state}")
+    return 1 if differ else 0
+
+
+async def _channel_keys_adopt(config: ServerConfig, args: argparse.Namespace) -> int:
+    path = config.channel_keys_path
+    ours = fingerprints(read_channel_keys(path))
+    async with _database(config) as db:
+        await db.run(channel_keys.replace, ours)
+    print(f"the keys in {path} are now the database's; servers with other keys refuse to start")
     return 0
 
 

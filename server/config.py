@@ -78,6 +78,9 @@ class ServerConfig:
     channel_keys: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
     #: seconds the outbox worker sleeps when nothing is due
     outbox_poll_s: float = 1.0
+    #: seconds a refund may wait for its channel's confirmation before ``scenic audit``
+    #: names it
+    refund_bound_s: float = 600.0
     #: server processes sharing the port (``scenic serve --workers N``)
     workers: int = 1
     #: bind with SO_REUSEPORT, beside the other workers (set by the launcher)

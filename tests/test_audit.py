@@ -6,6 +6,8 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 
+import trio
+
 from loadtest.local_server import scenic_command
 from server.audit import run_audit
 
@@ -151,3 +153,83 @@ async def test_an_over_admitted_ticket_is_caught(db):
         {"ticket_id": "T-over", "entries_allowed": 1, "admitted": 2},
     )
     assert broken["ticket_use_matches_scans"][0]["admitted"] == 2
+
+
+async def plant_refund(db, order_id: str, requested_at, *, failed: bool = False) -> None:
+    """A duplicate payment of ``order_id`` and its refund, asked at ``requested_at``."""
+    await db.execute(
+        """INSERT INTO payments (out_trade_no, order_id, channel, amount_fen, state, started_at,
+                                 started_by) VALUES ($1, $2, 'wechat', 12000, $3, $4, 'k1')""",
+        f"P2-{order_id}",
+        order_id,
+        "refund_failed" if failed else "refunding",
+        NOW,
+    )
+    await db.execute(
+        """INSERT INTO payment_confirmations (channel, channel_txn_id, out_trade_no, order_id,
+               amount_fen, paid_at, received_at, captured)
+           VALUES ('wechat', $1, $2, $3, 12000, $4, $4, false)""",
+        f"wx2-{order_id}",
+        f"P2-{order_id}",
+        order_id,
+        NOW,
+    )
+    await db.execute(
+        """INSERT INTO refunds (out_refund_no, order_id, out_trade_no, channel, channel_txn_id,
+               amount_fen, reason, staff, requested_at, failed_at, failure)
+           VALUES ($1, $2, $3, 'wechat', $4, 12000, 'already_paid', false, $5, $6, $7)""",
+        f"R-{order_id}",
+        order_id,
+        f"P2-{order_id}",
+        f"wx2-{order_id}",
+        requested_at,
+        requested_at if failed else None,
+        "refund_exceeds_payment: no" if failed else None,
+    )
+    await db.execute(
+        """INSERT INTO outbox (kind, dedupe_key, payload, created_at, next_attempt_at, failed_at)
+           VALUES ('refund', $1, '{}', $2, $2, $3)""",
+        f"refund:R-{order_id}",
+        requested_at,
+        requested_at if failed else None,
+    )
+    await db.execute(
+        """INSERT INTO ledger_transactions (txn_id, order_id, memo, at)
+           VALUES (77, $1, 'duplicate', $2)""",
+        order_id,
+        NOW,
+    )
+    await db.execute(
+        """INSERT INTO ledger_entries (txn_id, account, amount_fen)
+           VALUES (77, 'clearing:wechat', 12000), (77, 'refunds:payable', -12000)"""
+    )
+
+
+def audit(dsn: str, *flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        scenic_command("audit", "--dsn", dsn, *flags), capture_output=True, text=True, timeout=120
+    )
+
+
+async def test_a_refund_unconfirmed_past_the_bound_fails_the_audit_naming_it(db, dsn):
+    await plant_order(db, "O-late")
+    await confirm(db, "O-late", "wx-late", True)
+    await plant_refund(db, "O-late", datetime.now(UTC) - timedelta(minutes=11))
+    assert set(await failing(db)) == {"refunds_confirmed_in_time"}
+    within = await trio.to_thread.run_sync(audit, dsn, "--refund-bound-s", "3600")
+    assert within.returncode == 0, within.stdout
+    late = await trio.to_thread.run_sync(audit, dsn)  # the default bound: 10 minutes
+    assert late.returncode == 1
+    assert "FAIL refunds_confirmed_in_time" in late.stdout
+    assert "'out_refund_no': 'R-O-late'" in late.stdout
+
+
+async def test_a_refund_the_channel_refused_for_good_fails_the_audit_naming_it(db, dsn):
+    await plant_order(db, "O-fail")
+    await confirm(db, "O-fail", "wx-fail", True)
+    await plant_refund(db, "O-fail", datetime.now(UTC), failed=True)
+    assert set(await failing(db)) == {"no_failed_refunds"}
+    failed = await trio.to_thread.run_sync(audit, dsn)
+    assert failed.returncode == 1
+    assert "FAIL no_failed_refunds" in failed.stdout
+    assert "refund_exceeds_payment: no" in failed.stdout

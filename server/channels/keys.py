@@ -45,6 +45,17 @@ def load_or_create_channel_keys(path: Path) -> dict[str, bytes]:
     return _read(path)
 
 
+def read_channel_keys(path: Path) -> dict[str, bytes]:
+    """The merchant keys in ``path``; raises :class:`BadChannelKeys` if it is missing or bad."""
+    path = Path(path)
+    if not path.exists():
+        raise BadChannelKeys(
+            f"there is no channel keys file at {path}: give its place with --keys or "
+            "SCENIC_CHANNEL_KEYS (scenic serve creates one when it first starts)"
+        )
+    return _read(path)
+
+
 def fingerprint(key: bytes) -> str:
     """A merchant key's fingerprint: the SHA-256 of its bytes, 64 lower-case hex digits.
 
