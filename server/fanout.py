@@ -56,16 +56,7 @@ def refunded_data(order: Order, out_refund_no: str) -> dict[str, Any]:
 
 def refund_failed_data(order: Order, event: Any) -> dict[str, Any]:
     """The ``refund.failed`` event (to admins) of a refund the channel refused for good."""
-    refund = order.refunds[event.out_refund_no]
-    return {
-        "order": order.order_id,
-        "out_refund_no": refund.out_refund_no,
-        "out_trade_no": refund.out_trade_no,
-        "channel": refund.channel,
-        "amount_fen": refund.amount_fen,
-        "reason": refund.reason,
-        "failure": event.failure,
-    }
+    return {**refunded_data(order, event.out_refund_no), "failure": event.failure}
 
 
 def publish(services: Services, notice: dict[str, Any]) -> None:
