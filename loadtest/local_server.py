@@ -23,6 +23,8 @@ from pathlib import Path
 
 import attrs
 
+from server.storage.embedded import cluster_dsn
+
 
 @attrs.frozen
 class LocalServer:
@@ -55,7 +57,7 @@ def add_device(data_dir: Path, device_id: str, role: str, *, dsn: str | None = N
 
 def embedded_dsn(data_dir: Path) -> str:
     """The DSN of the embedded cluster a server runs in ``data_dir`` (unix socket)."""
-    return f"postgresql://postgres:@/postgres?host={Path(data_dir) / 'postgres'}"
+    return cluster_dsn(data_dir)[0]
 
 
 def register_devices(dsn: str, devices: Mapping[str, str]) -> dict[str, str]:
