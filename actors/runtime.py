@@ -9,7 +9,7 @@ concurrently.
 An actor is anything with ``async load()`` (read its state from storage) and
 ``async handle(command)`` (decide, persist, reply). Failure handling:
 
-- a :class:`~server.errors.ScenicError` raised by ``handle`` is a refusal: it
+- a :class:`~actors.errors.DomainError` raised by ``handle`` is a refusal: it
   goes to the asker unchanged and the actor carries on;
 - any other exception is a crash: the asker gets ``internal``, the crash is
   logged, and the actor is replaced by a fresh instance that loads its state
@@ -39,7 +39,7 @@ import attrs
 import outcome
 import trio
 
-from server.errors import Internal, Overloaded, ScenicError, Timeout
+from actors.errors import DomainError, Internal, Overloaded, Timeout
 
 log = logging.getLogger("scenic.actors")
 
@@ -135,7 +135,7 @@ class Registry:
     async def ask(self, key: ActorKey, command: Any, timeout: float) -> Any:
         """Send ``command`` to the actor of ``key`` and return its reply.
 
-        Raises the actor's :class:`ScenicError` refusals unchanged,
+        Raises the actor's :class:`DomainError` refusals unchanged,
         :class:`Internal` when it crashed, :class:`Timeout` when no reply came
         within ``timeout`` seconds (a command not yet started is then skipped;
         one already running completes), :class:`Overloaded` when its mailbox
@@ -302,7 +302,7 @@ class Registry:
                 await cell.actor.load()
                 cell.loaded = True
             return outcome.Value(await cell.actor.handle(command))
-        except ScenicError as refusal:
+        except DomainError as refusal:
             return outcome.Error(refusal)
         except Exception:
             log.exception("actor.crashed", extra={"actor_kind": key[0], "actor_id": str(key[1])})

@@ -178,14 +178,14 @@ def _sim_usage_error(args: argparse.Namespace) -> str | None:
 async def _register_sim_devices(config: ServerConfig, gates: int) -> dict[str, str]:
     """Register G-SIM-01.. and kiosk-sim in the server's database; their new tokens."""
     from devices.gate_sim import SimError
-    from server.cli import _database
     from server.storage import devices
+    from server.storage.command import command_database
 
     tokens = {f"G-SIM-{n:02d}": new_token() for n in range(1, gates + 1)}
     tokens["kiosk-sim"] = new_token()
     where = "--dsn" if config.dsn else f"--data-dir {config.data_dir}"
     try:
-        async with _database(config) as db:
+        async with command_database(config) as db:
             for device_id, token in tokens.items():
                 role = "kiosk" if device_id == "kiosk-sim" else "gate"
                 await devices.issue_device(db, device_id, role, hash_token(token))

@@ -21,10 +21,10 @@ import attrs
 import trio
 from trio_websocket import WebSocketConnection
 
+from actors.catalog import Catalog
 from actors.runtime import ActorFactory, Registry, open_registry
 from server import fanout
 from server.auth import token_matches
-from server.catalog.model import Catalog
 from server.config import ServerConfig
 from server.errors import BadCredentials, ScenicError
 from server.expiry import ExpiryWatcher

@@ -22,7 +22,6 @@ import signal
 import sys
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
@@ -30,11 +29,11 @@ from typing import Any, NoReturn
 import attrs
 import trio
 
+from actors.catalog import parse_catalog
 from devices.cli import add_gate_parsers
 from loadtest.cli import add_loadtest_parser
 from server.audit import run_audit
 from server.auth import hash_token, new_token
-from server.catalog.model import parse_catalog
 from server.channels.cli import add_channel_sim_parser
 from server.channels.keys import fingerprints, read_channel_keys
 from server.config import LOG_LEVELS, ServerConfig
@@ -45,9 +44,9 @@ from server.ops import ROLES
 from server.selling import TicketKeyring, business_date
 from server.startup import StartupError, UsageError, check_data_dir, check_database
 from server.storage import channel_keys, devices, site
-from server.storage.database import Database, open_database
-from server.storage.embedded import EmbeddedPostgres, cluster_dsn
-from server.storage.migrations import apply_migrations
+from server.storage.command import command_database
+from server.storage.database import Database
+from server.storage.embedded import cluster_dsn
 
 DESCRIPTION = (
     "scenic-gate: the gate and payment server for scenic areas, and the tools that go "
@@ -370,30 +369,11 @@ async def _shutdown_on_signal(shutdown: trio.Event, everything: trio.CancelScope
             shutdown.set()
 
 
-@asynccontextmanager
-async def _database(config: ServerConfig):
-    """A migrated database: the DSN's, or the embedded cluster's (started for the call)."""
-    embedded = None
-    dsn = config.dsn
-    if dsn is None:
-        embedded = EmbeddedPostgres(config.data_dir)
-        dsn = await trio.to_thread.run_sync(embedded.start)
-    else:
-        await check_database(dsn)
-    try:
-        async with open_database(dsn, min_size=1, max_size=2) as db:
-            await apply_migrations(db)
-            yield db
-    finally:
-        if embedded is not None:
-            await trio.to_thread.run_sync(embedded.stop)
-
-
 def _with_database(
     work: Callable[[Database, argparse.Namespace], Awaitable[int]],
 ) -> Callable[[ServerConfig, argparse.Namespace], Awaitable[int]]:
     async def run(config: ServerConfig, args: argparse.Namespace) -> int:
-        async with _database(config) as db:
+        async with command_database(config) as db:
             return await work(db, args)
 
     return run
@@ -465,7 +445,7 @@ async def _catalog_show(db: Database, args: argparse.Namespace) -> int:
 
 
 async def _audit(config: ServerConfig, args: argparse.Namespace) -> int:
-    async with _database(config) as db:
+    async with command_database(config) as db:
         results = await db.run(run_audit, timedelta(seconds=config.refund_bound_s))
     failed = 0
     for result in results:
@@ -511,7 +491,7 @@ async def _keys_retire(db: Database, args: argparse.Namespace) -> int:
 async def _channel_keys_show(config: ServerConfig, args: argparse.Namespace) -> int:
     path = config.channel_keys_path
     ours = fingerprints(read_channel_keys(path))
-    async with _database(config) as db:
+    async with command_database(config) as db:
         known = await db.run(channel_keys.recorded)
     print(f"{'CHANNEL':<8} {'IN ' + str(path)}")
     differ = 0
@@ -527,7 +507,7 @@ async def _channel_keys_show(config: ServerConfig, args: argparse.Namespace) -> 
 async def _channel_keys_adopt(config: ServerConfig, args: argparse.Namespace) -> int:
     path = config.channel_keys_path
     ours = fingerprints(read_channel_keys(path))
-    async with _database(config) as db:
+    async with command_database(config) as db:
         await db.run(channel_keys.replace, ours)
     print(f"the keys in {path} are now the database's; servers with other keys refuse to start")
     return 0

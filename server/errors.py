@@ -1,27 +1,37 @@
 """Errors with a stable machine code, as the protocol reports them.
 
 Every refusal the server sends carries a ``code`` a program can switch on and a
-``message`` a person can read. Domain rules raise :class:`ScenicError`
-subclasses; the session layer turns them into error replies. Anything else that
-escapes a handler is logged and answered with ``internal``.
+``message`` a person can read. The rules and the actor runtime raise
+:class:`actors.errors.DomainError` subclasses (``ScenicError`` is that same
+class); this module adds the protocol's own refusals (bad frames, unknown
+ops, authentication, roles). The session layer turns any of them into an
+error reply with its code. Anything else that escapes a handler is logged
+and answered with ``internal``.
 """
 
 from __future__ import annotations
 
+from actors.errors import DomainError, Internal, NotFound, Overloaded, Timeout
 
-class ScenicError(Exception):
-    """A refusal with a stable machine ``code`` and a human ``message``."""
+__all__ = [
+    "BadCredentials",
+    "BadFrame",
+    "BadRequest",
+    "DomainError",
+    "Forbidden",
+    "Internal",
+    "NotAuthenticated",
+    "NotFound",
+    "Overloaded",
+    "ScenicError",
+    "Timeout",
+    "TooLarge",
+    "UnknownOp",
+]
 
-    code: str = "internal"
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
-        if code is not None:
-            self.code = code
-        self.message = message
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.code!r}, {self.message!r})"
+#: every refusal is one of these (the rules' own and the protocol's); see :mod:`actors.errors`
+ScenicError = DomainError
 
 
 class BadFrame(ScenicError):
@@ -64,27 +74,3 @@ class Forbidden(ScenicError):
     """The device's role may not call this op."""
 
     code = "forbidden"
-
-
-class Overloaded(ScenicError):
-    """The server cannot take this request now (a full mailbox, shutting down)."""
-
-    code = "overloaded"
-
-
-class Timeout(ScenicError):
-    """The request did not finish within its time bound; it may or may not have taken effect."""
-
-    code = "timeout"
-
-
-class NotFound(ScenicError):
-    """The entity the request names does not exist."""
-
-    code = "not_found"
-
-
-class Internal(ScenicError):
-    """An unexpected failure; details are in the server log, not in the reply."""
-
-    code = "internal"

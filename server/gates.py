@@ -20,11 +20,11 @@ from zoneinfo import ZoneInfo
 import attrs
 import trio
 
+from actors.catalog import Catalog
 from actors.gates.actor import GateActor, GateEnvironment, PassageTimedOut, Settlement, settle
 from actors.tickets.actor import TicketActor, TicketEnvironment
 from actors.tickets.rules import GateView, ScanMoment, TicketState, moment_at
 from server import fanout
-from server.catalog.model import Catalog
 from server.storage import tickets as ticket_queries
 from server.storage.tickets import TicketRecord
 

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 import attrs
 import trio
 
+from actors.catalog import Catalog, parse_catalog
 from actors.orders.actor import OrderActor, OrderEnvironment, OrderOutcome
 from actors.orders.domain import (
     DuplicatePaymentRefunding,
@@ -36,7 +37,6 @@ from actors.orders.domain import (
     TicketsRefunding,
 )
 from actors.tickets.codes import Entitlement, SiteKey, make_code, ticket_id_of
-from server.catalog.model import Catalog, parse_catalog
 from server.channels.adapter import ChannelAdapter
 from server.channels.keys import check_fingerprints, fingerprints, load_or_create_channel_keys
 from server.channels.notifier import Notifier, NotifyPolicy

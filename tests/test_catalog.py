@@ -5,7 +5,7 @@ from importlib.resources import files
 
 import pytest
 
-from server.catalog.model import WHOLE_DAY, CatalogError, parse_catalog
+from actors.catalog import WHOLE_DAY, CatalogError, parse_catalog
 
 DEMO = files("server.catalog").joinpath("demo_park.toml").read_text()
 
@@ -83,7 +83,7 @@ def test_the_example_in_docs_catalog_md_parses_as_it_says():
     from datetime import date
     from pathlib import Path
 
-    from server.catalog.model import WHOLE_DAY
+    from actors.catalog import WHOLE_DAY
 
     text = (Path(__file__).parent.parent / "docs" / "catalog.md").read_text(encoding="utf-8")
     (example,) = re.findall(r"```toml\n(.*?)```", text, re.S)

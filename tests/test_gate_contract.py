@@ -9,9 +9,9 @@ from datetime import date
 
 import pytest
 
+from actors.catalog import parse_catalog
 from actors.tickets.codes import Entitlement, SiteKey, make_code, parse_code
 from clients.client import RemoteError, connect
-from server.catalog.model import parse_catalog
 from server.selling import demo_catalog_source
 from server.storage import site
 from tests.helpers import running_server

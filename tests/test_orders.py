@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import trio
 
+from actors.catalog import parse_catalog
 from clients.client import RemoteError, connect
 from server.audit import run_audit
-from server.catalog.model import parse_catalog
 from server.channels.signing import signed
 from server.selling import demo_catalog_source
 from server.storage import site

@@ -20,6 +20,8 @@ from functools import partial
 import asyncpg
 import attrs
 
+from actors.catalog import WHOLE_DAY
+from actors.ids import new_ticket_id
 from actors.orders.domain import (
     Command,
     ConfirmPayment,
@@ -32,8 +34,6 @@ from actors.orders.domain import (
     decide,
     evolve,
 )
-from server.catalog.model import WHOLE_DAY
-from server.ids import new_ticket_id
 from server.storage.orders import (
     CapacityLimits,
     StaleOrder,

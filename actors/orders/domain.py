@@ -30,14 +30,14 @@ from datetime import date, datetime
 
 import attrs
 
-from server.errors import ScenicError
+from actors.errors import DomainError
 
 CHANNELS = ("wechat", "alipay", "cash", "card")
 #: channels confirmed by their own notification; the others by a cashier
 NOTIFYING_CHANNELS = ("wechat", "alipay")
 
 
-class OrderRefused(ScenicError):
+class OrderRefused(DomainError):
     """A command the order's rules do not allow; ``code`` says which rule."""
 
 

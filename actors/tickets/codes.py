@@ -38,7 +38,7 @@ import attrs
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from server.errors import ScenicError
+from actors.errors import DomainError
 
 TAG_LENGTH = 10
 _CODE = re.compile(
@@ -47,7 +47,7 @@ _CODE = re.compile(
 )
 
 
-class ForgedCode(ScenicError):
+class ForgedCode(DomainError):
     """The code is malformed, names an unknown or retired key, or does not verify."""
 
     code = "forged"

@@ -1,1 +1,4 @@
-"""The ticket catalog: products, time slots and capacity, read from a TOML file."""
+"""The demo park's catalog file (``demo_park.toml``), shipped as package data.
+
+The catalog's values and parser are pure and live in :mod:`actors.catalog`.
+"""

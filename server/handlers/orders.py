@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from actors.catalog import WHOLE_DAY, Catalog
+from actors.ids import new_order_id, new_out_refund_no, new_out_trade_no
 from actors.orders.actor import OrderOutcome
 from actors.orders.domain import (
     CancelOrder,
@@ -24,10 +26,8 @@ from actors.orders.domain import (
     RefundTickets,
     StartPayment,
 )
-from server.catalog.model import WHOLE_DAY, Catalog
 from server.errors import BadRequest, NotFound, ScenicError
 from server.gates import TicketUse
-from server.ids import new_order_id, new_out_refund_no, new_out_trade_no
 from server.ops import OpContext, OpTable
 from server.schema import Arg
 from server.storage import orders as order_queries

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 import asyncpg
 
+from actors.catalog import WHOLE_DAY
 from actors.orders.domain import (
     NOTIFYING_CHANNELS,
     DuplicatePaymentRefunding,
@@ -40,7 +41,6 @@ from actors.orders.domain import (
     TicketsRefunding,
 )
 from actors.orders.postings import Posting, postings_for
-from server.catalog.model import WHOLE_DAY
 from server.errors import ScenicError
 
 

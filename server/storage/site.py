@@ -13,7 +13,7 @@ import asyncpg
 import attrs
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from server.catalog.model import WHOLE_DAY, Catalog
+from actors.catalog import WHOLE_DAY, Catalog
 from server.errors import ScenicError
 
 #: NOTIFY channel telling running servers that ``scenic catalog load`` stored a new catalog

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 
-from server.errors import ScenicError
+from actors.errors import DomainError
 
 PRODUCT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 SLOT_ID = re.compile(r"[A-Za-z0-9]{1,8}")
@@ -25,7 +25,7 @@ SLOT_ID = re.compile(r"[A-Za-z0-9]{1,8}")
 WHOLE_DAY = ""
 
 
-class CatalogError(ScenicError):
+class CatalogError(DomainError):
     """The catalog file is not valid; the message names the entry and the problem."""
 
     code = "bad_catalog"

@@ -1,9 +1,10 @@
-"""Identifiers the server mints: orders, payments, refunds, tickets.
+"""Identifiers the shells mint: orders, payments, refunds, tickets.
 
 Each is a letter saying what it is, the UTC date it was made, and random
 Crockford base32 characters, so ids sort by day, read aloud without
 ambiguity at a service desk, and fit the channels' 32-character limit on
-``out_trade_no`` and ``out_refund_no``.
+``out_trade_no`` and ``out_refund_no``. Minting draws randomness, so only
+shells call these (the rules get ids inside their commands).
 """
 
 from __future__ import annotations
