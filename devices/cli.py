@@ -33,7 +33,7 @@ def add_gate_parsers(subparsers: Any) -> None:
     """Add ``gate-agent`` and ``gate-sim`` to the ``scenic`` command's ``subparsers``."""
     agent = subparsers.add_parser(
         "gate-agent",
-        help="run the agent of one gate",
+        help="Run the agent of one gate: its scanner, turnstile and display on serial ports.",
         description="Run one gate's agent: scanner, turnstile and display on serial ports,"
         " talking to the server; it keeps admitting by signature when the server is away.",
     )
@@ -70,7 +70,7 @@ def add_gate_parsers(subparsers: Any) -> None:
 
     sim = subparsers.add_parser(
         "gate-sim",
-        help="run N simulated gates (agents with simulated devices)",
+        help="Run N simulated gates: real agents driving simulated devices.",
         description="Run N gate agents, each driving a simulated scanner, turnstile and display"
         " on pseudo-terminals, against a server started with 'scenic serve --demo'. Prints"
         " every verdict and a summary; Ctrl-C stops early (summary, then exit 130).",

@@ -23,6 +23,7 @@ import sys
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -30,11 +31,8 @@ import attrs
 import trio
 
 from actors.catalog import parse_catalog
-from devices.cli import add_gate_parsers
-from loadtest.cli import add_loadtest_parser
 from server.audit import run_audit
 from server.auth import hash_token, new_token
-from server.channels.cli import add_channel_sim_parser
 from server.channels.keys import fingerprints, read_channel_keys
 from server.config import LOG_LEVELS, ServerConfig
 from server.errors import ScenicError
@@ -61,6 +59,10 @@ class CommandLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """Print ``message`` as one line naming the command, then exit with status 2."""
         self.exit(2, f"{self.prog}: {message}; see {self.prog} --help\n")
+
+
+#: the entry-point group of the subcommands declared by devices/, clients/ and loadtest/
+COMMANDS_GROUP = "scenic.commands"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,9 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_database_flags(retire)
     retire.set_defaults(run=_keys_retire)
 
-    add_channel_sim_parser(commands)
-    add_gate_parsers(commands)
-    add_loadtest_parser(commands)
+    _add_declared_commands(commands)
 
     device = _command(commands, "device", "Register, list or revoke the devices that may connect.")
     device_commands = device.add_subparsers(dest="device_command", required=True, metavar="COMMAND")
@@ -241,6 +241,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_log_level_flag(dsn)
     dsn.set_defaults(run=_db_dsn)
     return parser
+
+
+def _add_declared_commands(commands: Any) -> None:
+    """Add the subcommands other packages declare under :data:`COMMANDS_GROUP`.
+
+    The gate agent and simulator (devices/), the channel simulator's process
+    (clients/) and the load test (loadtest/) sit above the server: they import
+    it, it does not import them. Each declares its ``scenic`` subcommands as a
+    package entry point (pyproject.toml), a function given the subcommands to
+    add to.
+    """
+    for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda entry: entry.name):
+        entry.load()(commands)
 
 
 def _command(

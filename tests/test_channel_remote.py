@@ -17,13 +17,13 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url, serve_websocket
 
+from clients.channel_sim import add_channel_sim_parser, run_channel_sim
 from server.channels import signing
 from server.channels.adapter import BadSignature, ChannelError, ChannelUnavailable
-from server.channels.cli import add_channel_sim_parser
 from server.channels.keys import load_or_create_channel_keys
 from server.channels.notifier import NotifyPolicy
 from server.channels.remote import RemoteChannel
-from server.channels.sim_server import SUBPROTOCOL, run_channel_sim, serve_channel_api
+from server.channels.sim_api import SUBPROTOCOL, serve_channel_api
 from server.channels.simulator import ChannelSimulator
 from server.channels.statement import local_date, parse_statement
 from server.config import ServerConfig

@@ -1,7 +1,7 @@
 """A :class:`~server.channels.adapter.ChannelAdapter` for the simulator in another process.
 
 :class:`RemoteChannel` speaks the simulator's API (see
-:mod:`server.channels.sim_server`) over one websocket connection, opened on
+:mod:`server.channels.sim_api`) over one websocket connection, opened on
 the first call and opened again after it is lost. Calls from many tasks are
 pipelined on it and matched to their replies by id. A call that cannot reach
 the simulator, loses its connection before the reply, or gets no reply within
@@ -43,7 +43,7 @@ from server.channels.adapter import (
     PaymentStatus,
     RefundStatus,
 )
-from server.channels.sim_server import MAX_MESSAGE_BYTES, SUBPROTOCOL
+from server.channels.sim_api import MAX_MESSAGE_BYTES, SUBPROTOCOL
 from server.channels.simulator import utc_now
 from server.codec import decode_frame, encode
 from server.errors import ScenicError

@@ -1,40 +1,37 @@
-"""The channel simulator as a process: its merchant API and its notifications.
+"""The simulated channels' merchant API: requests in, replies out, and its websocket server.
 
-``scenic channel-sim`` runs this. It offers the simulated channels' merchant
-API over a websocket (subprotocol ``scenic-channel-sim.v1``; one CBOR map per
-binary message, ``{"id", "op", "args"}`` answered by ``{"id", "ok"}`` or
-``{"id", "error": {"code", "message"}}``, the same envelope as the scenic
-protocol) with the ops ``create_payment``, ``query_payment``,
-``close_payment``, ``refund``, ``query_refund`` and ``statement`` (each takes
-``channel``), the visitor-side ``pay``, and ``inject_fault`` for tests and
-load tests (the next calls of an op answer ``system_busy``, or stall). Times
-travel as float seconds since the epoch, dates as ``YYYY-MM-DD``. Requests
-on one connection are served concurrently (up to :data:`MAX_IN_FLIGHT`) and
-replies carry the request's id: a stalled call holds up no other.
-
-Notifications of payments made with ``pay`` go to the scenic server as
-``payment.notify`` requests over one client connection with the ``channel``
-role, reconnecting with backoff when it is lost; a notification whose
-connection is gone is not acknowledged, so its :class:`Notifier` retries.
+:class:`ChannelApi` is sans-IO (a frame in, a reply frame out);
+:func:`serve_channel_api` serves it over a websocket (subprotocol
+``scenic-channel-sim.v1``; one CBOR map per binary message, ``{"id", "op",
+"args"}`` answered by ``{"id", "ok"}`` or ``{"id", "error": {"code",
+"message"}}``, the same envelope as the scenic protocol). ``scenic
+channel-sim`` (:mod:`clients.channel_sim`) runs it; the server's
+:class:`~server.channels.remote.RemoteChannel` calls it. The ops are
+``create_payment``, ``query_payment``, ``close_payment``, ``refund``,
+``query_refund`` and ``statement`` (each takes ``channel``), the
+visitor-side ``pay``, and ``inject_fault`` for tests and load tests (the
+next calls of an op answer ``system_busy``, or stall). Times travel as float
+seconds since the epoch, dates as ``YYYY-MM-DD``. Requests on one
+connection are served concurrently (up to :data:`MAX_IN_FLIGHT`) and replies
+carry the request's id: a stalled call holds up no other. A ``pay`` hands its
+notification to the channel's :class:`~server.channels.notifier.Notifier`,
+which delivers it to the scenic server.
 """
 
 from __future__ import annotations
 
 import logging
-import random
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
-from functools import partial
 from typing import Any
 
 import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest, WebSocketServer
 
-from clients.client import ConnectionLost, RemoteError, connect
-from server.channels.adapter import QR_CHANNELS, ChannelError, ChannelUnavailable
-from server.channels.notifier import Notifier, NotifyPolicy
-from server.channels.simulator import FAULTS, MERCHANT_OPS, ChannelSimulator, utc_now
+from server.channels.adapter import ChannelError, ChannelUnavailable
+from server.channels.notifier import Notifier
+from server.channels.simulator import FAULTS, MERCHANT_OPS, ChannelSimulator
 from server.envelope import Rejected, Request, error_frame, ok_frame, read_request
 from server.errors import BadFrame, BadRequest, ScenicError, UnknownOp
 from server.listener import open_listeners
@@ -272,140 +269,3 @@ async def serve_channel_api(
         )
         await nursery.start(server.run)
         task_status.started(f"ws://{host}:{server.port}")
-
-
-class ServerLink:
-    """The simulator's connection to the scenic server, as a ``channel`` device.
-
-    :meth:`run` keeps it connected, reconnecting with exponential backoff;
-    :meth:`deliver` sends one notification over it and says whether the
-    server acknowledged it.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        device_id: str,
-        token: str,
-        *,
-        request_timeout_s: float = 10.0,
-        backoff_base_s: float = 0.5,
-        backoff_max_s: float = 30.0,
-    ) -> None:
-        self.url = url
-        self.device_id = device_id
-        self._token = token
-        self.request_timeout_s = request_timeout_s
-        self.backoff_base_s = backoff_base_s
-        self.backoff_max_s = backoff_max_s
-        self._client = None
-        self._connected = trio.Event()
-
-    @property
-    def connected(self) -> bool:
-        """Whether a connection to the server is up now."""
-        return self._client is not None
-
-    async def wait_connected(self) -> None:
-        """Wait until a connection to the server is up."""
-        await self._connected.wait()
-
-    async def run(self) -> None:
-        """Stay connected to the server until cancelled."""
-        delay = self.backoff_base_s
-        while True:
-            try:
-                async with connect(
-                    self.url, self.device_id, self._token, timeout=self.request_timeout_s
-                ) as client:
-                    self._client = client
-                    self._connected.set()
-                    delay = self.backoff_base_s
-                    log.info("channel_sim.connected", extra={"server": self.url})
-                    async for _event in client.events():
-                        pass  # nothing is pushed to channels; this ends when the connection does
-                log.warning("channel_sim.disconnected", extra={"server": self.url})
-            except Exception as exc:
-                log.warning(
-                    "channel_sim.connection_failed",
-                    extra={"server": self.url, "error": repr(exc), "retry_in_s": delay},
-                )
-            finally:
-                self._client = None
-                if self._connected.is_set():
-                    self._connected = trio.Event()
-            await trio.sleep(delay)
-            delay = min(delay * 2, self.backoff_max_s)
-
-    async def deliver(self, fields: dict[str, Any]) -> bool:
-        """Send one signed notification as ``payment.notify``; ``True`` if acknowledged.
-
-        ``False`` when there is no connection, it is lost before the reply,
-        the reply is late, or the server refuses the notification.
-        """
-        client = self._client
-        if client is None:
-            return False
-        try:
-            await client.request("payment.notify", timeout=self.request_timeout_s, **fields)
-        except RemoteError as exc:
-            log.warning(
-                "channel_sim.notify_refused",
-                extra={"out_trade_no": fields.get("out_trade_no"), "code": exc.code},
-            )
-            return False
-        except (ConnectionLost, trio.TooSlowError):
-            return False
-        return True
-
-
-@attrs.frozen
-class ChannelSim:
-    """A running simulator (:func:`run_channel_sim`): its API url and its parts."""
-
-    url: str
-    simulators: Mapping[str, ChannelSimulator]
-    notifiers: Mapping[str, Notifier]
-    link: ServerLink
-
-
-async def run_channel_sim(
-    server_url: str,
-    device_id: str,
-    token: str,
-    api_host: str,
-    api_port: int,
-    keys: Mapping[str, bytes],
-    policy: NotifyPolicy,
-    refund_mode: str = "instant",
-    *,
-    clock: Callable[[], datetime] = utc_now,
-    rng: random.Random | None = None,
-    task_status: trio.TaskStatus[ChannelSim] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Run the simulated WeChat Pay and Alipay until cancelled.
-
-    Serves the API on ``api_host``:``api_port`` (0: a free port), delivers
-    notifications to ``server_url`` as device ``device_id``, and logs
-    ``channel_sim.listening`` with the API url. ``task_status.started``
-    receives a :class:`ChannelSim`. Raises ``KeyError`` if ``keys`` lacks a
-    QR channel's key, ``ValueError`` for an unknown ``refund_mode``.
-    """
-    rng = rng or random.Random()
-    link = ServerLink(server_url, device_id, token, request_timeout_s=policy.timeout_s)
-    simulators = {
-        name: ChannelSimulator(name, keys[name], clock, refund_mode=refund_mode, rng=rng)
-        for name in QR_CHANNELS
-    }
-    notifiers = {
-        name: Notifier(link.deliver, keys[name], clock, policy, rng) for name in QR_CHANNELS
-    }
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(link.run)
-        for notifier in notifiers.values():
-            nursery.start_soon(notifier.run)
-        url = await nursery.start(
-            partial(serve_channel_api, simulators, api_host, api_port, notifiers=notifiers)
-        )
-        log.info("channel_sim.listening", extra={"url": url, "server": server_url})
-        task_status.started(ChannelSim(url, simulators, notifiers, link))
