@@ -347,6 +347,20 @@ def test_only_tickets_no_gate_admitted_are_refunded(used, data):
         assert refused.value.message.startswith(f"ticket {first_used} has been used")
 
 
+def test_the_refund_example_of_the_protocol_docs():
+    order, _ = apply(started(created()), confirm())  # 2 adult at 12000, 1 child at 6000
+    adult, child = order.tickets[0].ticket_id, order.tickets[2].ticket_id
+    (event,) = decide(order, refund(order, [child, adult]))
+    assert (event.amount_fen, event.channel) == (18000, "wechat")
+    used = (TicketFacts(child, 0, T0), TicketFacts(adult, 1, T0))
+    with pytest.raises(OrderRefused) as refused:
+        decide(order, RefundTickets((child, adult), "rain", "c-1", "rf-x", T0, used))
+    assert refused.value.code == "ticket_used" and adult in refused.value.message
+    order, _ = apply(order, refund(order, [child, adult]))
+    replay = RefundTickets((child, adult), "rain", "c-1", "rf-s1", T0, used)
+    assert decide(order, replay) == []  # the same key: the refund it made, used since or not
+
+
 def test_a_ticket_refunded_already_is_named_before_a_used_one():
     order, _ = apply(started(created()), confirm())
     adult, child = order.tickets[0].ticket_id, order.tickets[2].ticket_id
