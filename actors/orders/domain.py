@@ -139,9 +139,12 @@ def decide(order: Order | None, command: Command) -> list[Event]:
 
     Returns the events to persist (possibly none, for a replay). Raises
     :class:`OrderRefused` with a stable code when the command must not
-    happen: ``order_exists``, ``not_found``, ``bad_request``,
+    happen: ``order_exists``, ``not_found``, ``bad_request`` (among them the
+    line rules of :func:`~actors.orders.rules.order_line`),
     ``order_not_pending``, ``channel_mismatch``, ``unknown_payment``,
-    ``ticket_not_refundable``, ``unknown_refund``, ``refund_settled``.
+    ``ticket_not_refundable``, ``ticket_used`` (the refund rules of
+    :func:`~actors.orders.rules.refund_refusal`), ``unknown_refund``,
+    ``refund_settled``.
     """
     if isinstance(command, CreateOrder):
         return _decide_create(order, command)
