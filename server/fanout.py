@@ -18,45 +18,15 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+from actors.orders.effects import order_paid_data, refunded_data
 from server.storage.orders import load_order
 
 if TYPE_CHECKING:
-    from actors.orders.domain import Order
     from server.app import Services
 
 log = logging.getLogger("scenic.fanout")
 
 EVENTS_CHANNEL = "scenic_events"
-
-
-def order_paid_data(order: Order) -> dict[str, Any]:
-    """The ``order.paid`` event of a captured order."""
-    captured = order.payments[order.captured_out_trade_no]
-    return {
-        "order": order.order_id,
-        "out_trade_no": captured.out_trade_no,
-        "channel": captured.channel,
-        "amount_fen": captured.amount_fen,
-        "tickets": [{"ticket": t.ticket_id, "code": t.code} for t in order.tickets],
-    }
-
-
-def refunded_data(order: Order, out_refund_no: str) -> dict[str, Any]:
-    """The ``payment.refunded`` event of one of the order's refunds."""
-    refund = order.refunds[out_refund_no]
-    return {
-        "order": order.order_id,
-        "out_refund_no": refund.out_refund_no,
-        "out_trade_no": refund.out_trade_no,
-        "channel": refund.channel,
-        "amount_fen": refund.amount_fen,
-        "reason": refund.reason,
-    }
-
-
-def refund_failed_data(order: Order, event: Any) -> dict[str, Any]:
-    """The ``refund.failed`` event (to admins) of a refund the channel refused for good."""
-    return {**refunded_data(order, event.out_refund_no), "failure": event.failure}
 
 
 def publish(services: Services, notice: dict[str, Any]) -> None:

@@ -15,7 +15,6 @@ import logging
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from datetime import date, datetime
-from functools import partial
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -24,18 +23,8 @@ import attrs
 import trio
 
 from actors.catalog import Catalog, parse_catalog
-from actors.orders.actor import OrderActor, OrderEnvironment, OrderOutcome
-from actors.orders.domain import (
-    DuplicatePaymentRefunding,
-    IssuedTicket,
-    OrderCancelled,
-    OrderExpired,
-    PaymentCaptured,
-    RefundConfirmed,
-    RefundFailed,
-    TicketsIssued,
-    TicketsRefunding,
-)
+from actors.orders.actor import OrderActor, OrderEnvironment
+from actors.orders.domain import IssuedTicket
 from actors.tickets.codes import Entitlement, SiteKey, make_code, ticket_id_of
 from server.channels.adapter import ChannelAdapter
 from server.channels.keys import check_fingerprints, fingerprints, load_or_create_channel_keys
@@ -45,10 +34,10 @@ from server.channels.simulator import ChannelSimulator, CounterChannel, Simulate
 from server.config import ServerConfig
 from server.errors import ScenicError
 from server.expiry import ExpiryWatcher
-from server.fanout import order_paid_data, refund_failed_data, refunded_data
+from server.order_effects import OrderEffectRunner
 from server.outbox import OutboxWorker
 from server.storage import channel_keys, site
-from server.storage.tickets import TicketRecord
+from server.storage.orders import OrderStorage
 
 if TYPE_CHECKING:
     from server.app import Services
@@ -174,14 +163,17 @@ async def load_site(services: Services) -> None:
 
 
 def order_environment(services: Services) -> OrderEnvironment:
-    """What every order actor of this server shares."""
+    """What every order actor of this server shares: its store, its effects, the codes."""
+    effects = OrderEffectRunner(
+        push_to_device=services.push_to_device,
+        push_to_role=services.push_to_role,
+        warm_ticket=lambda record: services.gates.book.put(services.gates.state_of(record)),
+        forget_tickets=lambda ticket_ids: services.gates.book.forget(ticket_ids),
+        wake_outbox=lambda: services.outbox is not None and services.outbox.kick(),
+    )
     return OrderEnvironment(
-        run=services.db.run,
-        submit=services.committer.submit,
-        capacity_of=lambda visit_date, slot: services.current_catalog().capacity_of(
-            visit_date, slot
-        ),
-        committed=partial(order_committed, services),
+        store=OrderStorage(services.db.run, services.committer.submit),
+        effects=effects,
         code_of=lambda ticket: services.keyring.code_of(ticket),
     )
 
@@ -190,56 +182,6 @@ def order_actor_factory(services: Services) -> Callable[[str], OrderActor]:
     """Builds the actor of one order id."""
     env = order_environment(services)
     return lambda order_id: OrderActor(order_id, env)
-
-
-async def order_committed(services: Services, outcome: OrderOutcome) -> None:
-    """After an order's events commit: tell its device, wake the outbox."""
-    order = outcome.order
-    for event in outcome.events:
-        if isinstance(event, PaymentCaptured):
-            services.push_to_device(
-                order.device_id,
-                "order.paid",
-                order_paid_data(order),
-                notice={"order": order.order_id},
-            )
-        elif isinstance(event, TicketsIssued):
-            for ticket in event.tickets:
-                services.gates.book.put(
-                    services.gates.state_of(
-                        TicketRecord(
-                            ticket.ticket_id,
-                            order.order_id,
-                            ticket.product_id,
-                            ticket.visit_date,
-                            ticket.slot,
-                            ticket.entries_allowed,
-                            0,
-                            False,
-                            False,
-                            0,
-                        )
-                    )
-                )
-        elif isinstance(event, RefundConfirmed):
-            services.push_to_device(
-                order.device_id,
-                "payment.refunded",
-                refunded_data(order, event.out_refund_no),
-                notice={"order": order.order_id, "out_refund_no": event.out_refund_no},
-            )
-        elif isinstance(event, RefundFailed):
-            services.push_to_role(
-                "admin", "refund.failed", refund_failed_data(order, event), local=False
-            )
-        elif isinstance(
-            event, DuplicatePaymentRefunding | TicketsRefunding | OrderCancelled | OrderExpired
-        ):
-            if isinstance(event, TicketsRefunding):
-                # Refused at once: the next scan reads the ticket fresh (and refunded).
-                services.gates.book.forget(list(event.ticket_ids))
-            if services.outbox is not None:
-                services.outbox.kick()
 
 
 async def run_selling(

@@ -1,23 +1,27 @@
 """OrderActor: the one owner of an order; every command for it passes through here.
 
-The actor loads the order's state from PostgreSQL, feeds each command through
-the pure :func:`~actors.orders.domain.decide`, hands the events to group
-commit (rows, ledger postings and outbox entries in one transaction), and only
-after the commit evolves its state and replies. So payment confirmations for
-one order are serialized here, and a reply that says "captured" is durable.
+The shell around the pure core. It loads the order through its
+:class:`~actors.orders.interfaces.OrderStore`, feeds each command through
+:func:`~actors.orders.domain.decide`, evolves each event and asks
+:func:`~actors.orders.effects.react` what it wants done, hands the events
+and the durable effects to the store (rows, ledger postings and outbox
+entries in one transaction, by group commit), and only after the commit
+keeps the new state, gives the other effects to its
+:class:`~actors.orders.interfaces.OrderEffects` and replies. So payment
+confirmations for one order are serialized here, and a reply that says
+"captured" is durable. What the shell adds to the rules: fresh ticket ids
+(:mod:`actors.ids`) and the codes printed on the tickets.
 
 The database still decides: when another server process changed the order
-first, a constraint refuses our write; the actor then reloads the order and
-decides again on the fresh state, once.
+first, the store says so (:class:`~actors.orders.interfaces.OrderConflict`);
+the actor then reloads the order and decides again on the fresh state.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from functools import partial
+from collections.abc import Callable
 
-import asyncpg
 import attrs
 
 from actors.catalog import WHOLE_DAY
@@ -33,13 +37,16 @@ from actors.orders.domain import (
     TicketsIssued,
     decide,
     evolve,
+    used_ticket_refused,
 )
-from server.storage.orders import (
+from actors.orders.effects import Effect, durable, react
+from actors.orders.interfaces import (
     CapacityLimits,
-    StaleOrder,
-    ensure_capacity_rows,
-    load_order,
-    write_events,
+    OrderConflict,
+    OrderEffects,
+    OrderStore,
+    SoldOut,
+    TicketsUsedMeanwhile,
 )
 
 log = logging.getLogger("scenic.actors.order")
@@ -50,25 +57,21 @@ MAX_RELOADS = 3
 
 @attrs.frozen
 class OrderOutcome:
-    """What a command did: the order after it, and the events it committed."""
+    """What a command did: the order after it, the events it committed, their effects."""
 
     order: Order
     events: tuple[Event, ...]
+    effects: tuple[Effect, ...] = ()
 
 
 @attrs.frozen
 class OrderEnvironment:
-    """What order actors share: the database, the group committer, capacity, a hook."""
+    """What order actors share: their store, their effects sink, the ticket codes."""
 
-    run: Callable[..., Awaitable]  # Database.run
-    submit: Callable[..., Awaitable]  # GroupCommitter.submit
-    capacity_of: Callable[[object, str], int]  # Catalog.capacity_of(date, slot)
-    #: called after each commit with the outcome (pushes events, wakes the outbox)
-    committed: Callable[[OrderOutcome], Awaitable[None]]
+    store: OrderStore
+    effects: OrderEffects
     #: the code printed on an issued ticket's QR (made with the site's current key)
     code_of: Callable[[IssuedTicket], str]
-    #: (date, slot) pairs whose capacity row is known to exist
-    known_capacity: set = attrs.field(factory=set)
 
 
 class OrderActor:
@@ -85,17 +88,20 @@ class OrderActor:
         return self.order is None
 
     async def load(self) -> None:
-        """Read the order's state from PostgreSQL (``None`` if it does not exist yet)."""
-        self.order = await self.env.run(load_order, self.order_id)
+        """Read the order's state from the store (``None`` if it does not exist yet)."""
+        self.order = await self.env.store.load(self.order_id)
 
     async def handle(self, command: Command) -> OrderOutcome:
         """Decide, commit, evolve, reply. Raises :class:`OrderRefused` for refusals.
 
-        When the database says another process got there first (the order's
-        version moved, or a unique constraint fired), the actor reloads the
-        order and decides again on the fresh state, up to ``MAX_RELOADS`` times.
-        A refusal is also decided again once on a reloaded order, since it may
-        come from a copy older than another process's change.
+        When the store says another process got there first
+        (:class:`OrderConflict`: the order's version moved, or a unique
+        constraint fired), the actor reloads the order and decides again on
+        the fresh state, up to ``MAX_RELOADS`` times. A refusal is also
+        decided again once on a reloaded order, since it may come from a copy
+        older than another process's change. A gate that admitted a ticket
+        between the refund's facts and its commit gets the rule's own
+        refusal, ``ticket_used``. Once committed, the effects go to the sink.
         """
         refused_once = False
         for attempt in range(MAX_RELOADS + 1):
@@ -109,21 +115,20 @@ class OrderActor:
                     raise
                 refused_once = True
                 await self.load()
-            except (asyncpg.UniqueViolationError, StaleOrder) as exc:
+            except TicketsUsedMeanwhile:
+                raise used_ticket_refused() from None
+            except OrderConflict as exc:
                 if isinstance(command, CreateOrder):
                     raise OrderRefused("this order already exists", code="order_exists") from exc
                 if attempt == MAX_RELOADS:
                     raise
                 log.info(
                     "order.conflict_reload",
-                    extra={
-                        "order": self.order_id,
-                        "constraint": getattr(exc, "constraint_name", "version"),
-                    },
+                    extra={"order": self.order_id, "constraint": exc.constraint},
                 )
                 await self.load()
-        if outcome.events:
-            await self.env.committed(outcome)
+        if outcome.effects:
+            await self.env.effects.carry_out(outcome.effects)
         return outcome
 
     async def _decide_and_commit(self, command: Command) -> OrderOutcome:
@@ -134,27 +139,28 @@ class OrderActor:
         events = [self._with_codes(event) for event in decide(self.order, command)]
         if not events:
             return OrderOutcome(self.order, ())
-        states = []
+        states: list[Order] = []
+        effects: list[Effect] = []
         state = self.order
         for event in events:
-            state = evolve(state, event)
-            states.append(state)
-        limits = None
+            after = evolve(state, event)
+            effects.extend(react(state, event, after))
+            states.append(after)
+            state = after
+        capacity = None
         if isinstance(command, CreateOrder):
-            limits = self._capacity_limits(states[-1])
-            await self._ensure_capacity_rows(limits)
-        write = partial(write_events, before=self.order, events=events, after=states)
+            capacity = _capacity_limits(command, state)
         try:
-            await self.env.submit(partial(_write, write, limits))
-        except asyncpg.CheckViolationError as exc:
-            if exc.constraint_name == "capacity_not_oversold":
-                raise OrderRefused(
-                    "sold out: not enough capacity left for that date and slot", code="sold_out"
-                ) from None
-            raise
+            await self.env.store.commit(
+                self.order, events, states, durable(effects), capacity=capacity
+            )
+        except SoldOut:
+            raise OrderRefused(
+                "sold out: not enough capacity left for that date and slot", code="sold_out"
+            ) from None
         state = attrs.evolve(state, version=0 if self.order is None else self.order.version + 1)
         self.order = state
-        return OrderOutcome(state, tuple(events))
+        return OrderOutcome(state, tuple(events), tuple(effects))
 
     def _with_codes(self, event: Event) -> Event:
         if not isinstance(event, TicketsIssued):
@@ -162,16 +168,8 @@ class OrderActor:
         tickets = tuple(attrs.evolve(t, code=self.env.code_of(t)) for t in event.tickets)
         return attrs.evolve(event, tickets=tickets)
 
-    async def _ensure_capacity_rows(self, limits: CapacityLimits) -> None:
-        new = {pair: limit for pair, limit in limits.items() if pair not in self.env.known_capacity}
-        if new:
-            await self.env.run(ensure_capacity_rows, new)
-            self.env.known_capacity.update(new)
 
-    def _capacity_limits(self, order: Order) -> CapacityLimits:
-        pairs = {(line.visit_date, line.slot or WHOLE_DAY) for line in order.lines}
-        return {pair: self.env.capacity_of(*pair) for pair in pairs}
-
-
-async def _write(write: Callable, capacity: CapacityLimits | None, conn: asyncpg.Connection):
-    await write(conn, capacity=capacity)
+def _capacity_limits(command: CreateOrder, order: Order) -> CapacityLimits:
+    """The catalog's capacity of every (date, slot) the new order's lines reserve."""
+    pairs = {(line.visit_date, line.slot or WHOLE_DAY) for line in order.lines}
+    return {pair: command.catalog.capacity_of(*pair) for pair in pairs}

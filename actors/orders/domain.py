@@ -1,4 +1,4 @@
-"""The order as a pure state machine: commands in, events out, no I/O.
+"""The order as a pure state machine: :func:`decide` and :func:`evolve`, no I/O.
 
 An order is created pending with a total in fen and an expiry time. Payments
 are started against it (each attempt has our own ``out_trade_no``) and
@@ -14,405 +14,124 @@ collected once*:
   after expiry or cancel, the wrong amount) is **recorded and refunded in
   full** by its own channel, with a fresh ``out_refund_no``.
 
-Staff refunds of unused tickets, the channel's confirmation of refunds and
-its final refusal of one (a refund that can never succeed is marked failed,
-never retried for ever) go through the same machine. :func:`decide` says
-what a command means for the current state (raising :class:`OrderRefused`
-when it must not happen);
-:func:`evolve` applies an event. Neither reads a clock or draws a random
-number: times and new ids come in with the command.
+A new order's lines are checked and priced against the catalog the command
+carries; staff refunds of unused tickets, the channel's confirmation of
+refunds and its final refusal of one (a refund that can never succeed is
+marked failed, never retried for ever) go through the same machine.
+:func:`decide` says what a command means for the current state (raising
+:class:`OrderRefused` when it must not happen); :func:`evolve` applies an
+event. Neither reads a clock or draws a random number: times, new ids and
+outside facts come in with the command.
+
+The order's pure core, of which this module is the front:
+
+- :mod:`actors.orders.state`: the order and its records;
+- :mod:`actors.orders.commands`: what can be asked, with the facts it carries;
+- :mod:`actors.orders.events`: what happened;
+- :mod:`actors.orders.rules`: the named rules :func:`decide` applies, each once;
+- :mod:`actors.orders.effects`: :func:`~actors.orders.effects.react`, the side
+  effects a committed event asks for, as data;
+- :mod:`actors.orders.postings`: the ledger lines of each money event.
+
+Every name of state, commands, events and rules is importable from here.
 """
 
 from __future__ import annotations
 
-import enum
-from datetime import date, datetime
-
 import attrs
 
-from actors.errors import DomainError
-
-CHANNELS = ("wechat", "alipay", "cash", "card")
-#: channels confirmed by their own notification; the others by a cashier
-NOTIFYING_CHANNELS = ("wechat", "alipay")
-
-
-class OrderRefused(DomainError):
-    """A command the order's rules do not allow; ``code`` says which rule."""
-
-
-class OrderStatus(enum.Enum):
-    """Where an order is in its life."""
-
-    PENDING = "pending"
-    PAID = "paid"
-    EXPIRED = "expired"
-    CANCELLED = "cancelled"
-
-
-class RefundReason(enum.Enum):
-    """Why money goes back."""
-
-    ALREADY_PAID = "already_paid"
-    ORDER_EXPIRED = "order_expired"
-    ORDER_CANCELLED = "order_cancelled"
-    AMOUNT_MISMATCH = "amount_mismatch"
-    STAFF = "staff"
-
-
-@attrs.frozen
-class OrderLine:
-    """A product, how many, and for which visit date and time slot, at its unit price."""
-
-    product_id: str
-    quantity: int
-    visit_date: date
-    slot: str | None
-    unit_price_fen: int
-    #: entries each ticket of this line allows on its day (None: unlimited)
-    entries_allowed: int | None = 1
-
-    @property
-    def amount_fen(self) -> int:
-        """The line's total in fen."""
-        return self.quantity * self.unit_price_fen
-
-
-@attrs.frozen
-class IssuedTicket:
-    """One admission: a ticket id, what it is for, and its entries."""
-
-    ticket_id: str
-    product_id: str
-    visit_date: date
-    slot: str | None
-    entries_allowed: int | None  # None: unlimited on its day
-    price_fen: int
-    #: what the ticket's QR holds; the shell makes it (keys are not the rules' business)
-    code: str | None = None
-
-
-# --- commands ------------------------------------------------------------
-
-
-@attrs.frozen
-class CreateOrder:
-    """Make a new pending order (its id, lines and expiry chosen by the shell)."""
-
-    order_id: str
-    device_id: str
-    client_key: str
-    lines: tuple[OrderLine, ...]
-    at: datetime
-    expires_at: datetime
-
-
-@attrs.frozen
-class StartPayment:
-    """A kiosk or counter starts paying by ``channel``; ``out_trade_no`` is new."""
-
-    out_trade_no: str
-    channel: str
-    at: datetime
-    #: a cashier already took the money (``payment.record``): the attempt must be
-    #: recorded whatever the order's state, so the money can be kept or refunded
-    money_taken: bool = False
-
-
-@attrs.frozen
-class ConfirmPayment:
-    """The channel (or a cashier) says money arrived for ``out_trade_no``.
-
-    ``ticket_ids`` are fresh ids the shell drew, used only if this payment
-    captures the order; ``out_refund_no`` is a fresh refund number, used only
-    if it must be refunded.
-    """
-
-    out_trade_no: str
-    channel: str
-    channel_txn_id: str
-    amount_fen: int
-    paid_at: datetime
-    at: datetime
-    ticket_ids: tuple[str, ...]
-    out_refund_no: str
-    #: what the notification said when the channel's own query said ``amount_fen``
-    #: instead (the query decides; the disagreement is kept and flagged)
-    notified_fen: int | None = None
-
-
-@attrs.frozen
-class CancelOrder:
-    """Staff or the kiosk abandon a pending order."""
-
-    at: datetime
-
-
-@attrs.frozen
-class ExpireOrder:
-    """The expiry timer fired."""
-
-    at: datetime
-
-
-@attrs.frozen
-class RefundTickets:
-    """Staff refund unused tickets of a paid order (``entries_used`` from the gates)."""
-
-    ticket_ids: tuple[str, ...]
-    reason: str
-    by_device: str
-    out_refund_no: str
-    at: datetime
-
-
-@attrs.frozen
-class ConfirmRefund:
-    """The channel confirmed a refund."""
-
-    out_refund_no: str
-    at: datetime
-
-
-@attrs.frozen
-class FailRefund:
-    """The channel refused a refund for good (``failure``: its code and message)."""
-
-    out_refund_no: str
-    failure: str
-    at: datetime
-
-
-Command = (
-    CreateOrder
-    | StartPayment
-    | ConfirmPayment
-    | CancelOrder
-    | ExpireOrder
-    | RefundTickets
-    | ConfirmRefund
-    | FailRefund
+from actors.orders.commands import (
+    CancelOrder,
+    Command,
+    ConfirmPayment,
+    ConfirmRefund,
+    CreateOrder,
+    ExpireOrder,
+    FailRefund,
+    LineRequest,
+    RefundTickets,
+    StartPayment,
+    TicketFacts,
+    visit_starts,
+)
+from actors.orders.events import (
+    DuplicatePaymentRefunding,
+    Event,
+    OrderCancelled,
+    OrderCreated,
+    OrderExpired,
+    PaymentCaptured,
+    PaymentStarted,
+    RefundConfirmed,
+    RefundFailed,
+    TicketsIssued,
+    TicketsRefunding,
+)
+from actors.orders.rules import (
+    MAX_TICKETS_PER_ORDER,
+    OrderRefused,
+    capture_refusal,
+    order_line,
+    refund_refusal,
+    used_ticket_refused,
+)
+from actors.orders.state import (
+    CHANNELS,
+    NOTIFYING_CHANNELS,
+    IssuedTicket,
+    Order,
+    OrderLine,
+    OrderStatus,
+    PaymentRecord,
+    RefundReason,
+    RefundRecord,
+    net_collected_fen,
 )
 
-# --- events --------------------------------------------------------------
-
-
-@attrs.frozen
-class OrderCreated:
-    """A pending order exists; capacity for its lines is reserved."""
-
-    order_id: str
-    device_id: str
-    client_key: str
-    lines: tuple[OrderLine, ...]
-    total_fen: int
-    at: datetime
-    expires_at: datetime
-
-
-@attrs.frozen
-class PaymentStarted:
-    """An attempt to pay by a channel, under our ``out_trade_no``."""
-
-    order_id: str
-    out_trade_no: str
-    channel: str
-    amount_fen: int
-    at: datetime
-
-
-@attrs.frozen
-class PaymentCaptured:
-    """The order's one collection: this payment pays the order."""
-
-    order_id: str
-    out_trade_no: str
-    channel: str
-    channel_txn_id: str
-    amount_fen: int
-    paid_at: datetime
-    at: datetime
-    #: the notification's amount when the channel's query disagreed (flagged)
-    notified_fen: int | None = None
-
-
-@attrs.frozen
-class TicketsIssued:
-    """The tickets a captured order entitles."""
-
-    order_id: str
-    tickets: tuple[IssuedTicket, ...]
-    at: datetime
-
-
-@attrs.frozen
-class DuplicatePaymentRefunding:
-    """A payment that must not be kept: recorded, and refunded in full by its channel."""
-
-    order_id: str
-    out_trade_no: str
-    channel: str
-    channel_txn_id: str
-    amount_fen: int
-    paid_at: datetime
-    out_refund_no: str
-    reason: RefundReason
-    at: datetime
-    #: the notification's amount when the channel's query disagreed (flagged)
-    notified_fen: int | None = None
-
-
-@attrs.frozen
-class OrderCancelled:
-    """A pending order was abandoned; its capacity is released."""
-
-    order_id: str
-    at: datetime
-
-
-@attrs.frozen
-class OrderExpired:
-    """A pending order ran out of time; its capacity is released."""
-
-    order_id: str
-    at: datetime
-
-
-@attrs.frozen
-class TicketsRefunding:
-    """Staff refund of unused tickets: they are void now, the money goes back by the channel."""
-
-    order_id: str
-    ticket_ids: tuple[str, ...]
-    out_trade_no: str
-    channel: str
-    amount_fen: int
-    out_refund_no: str
-    reason: str
-    by_device: str
-    at: datetime
-
-
-@attrs.frozen
-class RefundConfirmed:
-    """The channel confirmed a refund; the money has left."""
-
-    order_id: str
-    out_refund_no: str
-    at: datetime
-
-
-@attrs.frozen
-class RefundFailed:
-    """The channel refused a refund for good; the money is still owed to the visitor."""
-
-    order_id: str
-    out_refund_no: str
-    failure: str
-    at: datetime
-
-
-Event = (
-    OrderCreated
-    | PaymentStarted
-    | PaymentCaptured
-    | TicketsIssued
-    | DuplicatePaymentRefunding
-    | OrderCancelled
-    | OrderExpired
-    | TicketsRefunding
-    | RefundConfirmed
-    | RefundFailed
-)
-
-# --- state ---------------------------------------------------------------
-
-
-@attrs.frozen
-class PaymentRecord:
-    """What the order knows of one payment attempt.
-
-    ``amount_fen`` is what was asked (the order's total when the attempt
-    started); ``collected_fen`` what the channel collected under it (``None``
-    until it confirmed a payment). ``state``: ``started``, ``captured`` (it
-    pays the order), ``refunding`` (to be given back in full), ``refunded``
-    (the channel confirmed that refund), ``refund_failed`` (the channel
-    refused that refund for good). ``notified_fen`` is set only when a
-    notification claimed another amount than the channel's query showed
-    collected: a flag for a person to look at.
-    """
-
-    out_trade_no: str
-    channel: str
-    amount_fen: int
-    started_at: datetime
-    channel_txn_id: str | None = None
-    state: str = "started"
-    collected_fen: int | None = None
-    notified_fen: int | None = None
-
-
-@attrs.frozen
-class RefundRecord:
-    """One refund: which payment, how much, why, and whether the channel confirmed it."""
-
-    out_refund_no: str
-    out_trade_no: str
-    channel: str
-    amount_fen: int
-    reason: str
-    #: the channel transaction the money goes back to
-    channel_txn_id: str | None = None
-    #: a staff refund of tickets, as opposed to the refund of a duplicate payment
-    staff: bool = False
-    confirmed: bool = False
-    #: what the channel collected in that transaction (a refund's ``total_fen``)
-    payment_fen: int = 0
-    #: the channel's final refusal (code: message), or ``None``
-    failure: str | None = None
-
-    @property
-    def state(self) -> str:
-        """``pending`` (asked, not yet confirmed), ``confirmed`` or ``failed``."""
-        if self.confirmed:
-            return "confirmed"
-        return "failed" if self.failure is not None else "pending"
-
-
-@attrs.frozen
-class Order:
-    """Everything the rules need to know about one order."""
-
-    order_id: str
-    device_id: str
-    client_key: str
-    lines: tuple[OrderLine, ...]
-    total_fen: int
-    status: OrderStatus
-    created_at: datetime
-    expires_at: datetime
-    payments: dict[str, PaymentRecord] = attrs.field(factory=dict)
-    #: (channel, channel_txn_id) of every confirmed payment, captured or not
-    confirmed_txns: frozenset[tuple[str, str]] = frozenset()
-    captured_out_trade_no: str | None = None
-    tickets: tuple[IssuedTicket, ...] = ()
-    void_ticket_ids: frozenset[str] = frozenset()
-    refunds: dict[str, RefundRecord] = attrs.field(factory=dict)
-    #: every confirmed payment's amount, captured or to be refunded
-    received_fen: int = 0
-    #: how many commands have changed the stored order: the shell's optimistic lock
-    #: (rules never read it; ``evolve`` keeps it)
-    version: int = 0
-
-    @property
-    def ticket_count(self) -> int:
-        """How many tickets the order's lines entitle once paid."""
-        return sum(line.quantity for line in self.lines)
-
-
-# --- rules ---------------------------------------------------------------
-
-MAX_TICKETS_PER_ORDER = 200
+__all__ = [
+    "CHANNELS",
+    "MAX_TICKETS_PER_ORDER",
+    "NOTIFYING_CHANNELS",
+    "CancelOrder",
+    "Command",
+    "ConfirmPayment",
+    "ConfirmRefund",
+    "CreateOrder",
+    "DuplicatePaymentRefunding",
+    "Event",
+    "ExpireOrder",
+    "FailRefund",
+    "IssuedTicket",
+    "LineRequest",
+    "Order",
+    "OrderCancelled",
+    "OrderCreated",
+    "OrderExpired",
+    "OrderLine",
+    "OrderRefused",
+    "OrderStatus",
+    "PaymentCaptured",
+    "PaymentRecord",
+    "PaymentStarted",
+    "RefundConfirmed",
+    "RefundFailed",
+    "RefundReason",
+    "RefundRecord",
+    "RefundTickets",
+    "StartPayment",
+    "TicketFacts",
+    "TicketsIssued",
+    "TicketsRefunding",
+    "capture_refusal",
+    "decide",
+    "decide_payment",
+    "evolve",
+    "net_collected_fen",
+    "order_line",
+    "refund_refusal",
+    "used_ticket_refused",
+    "visit_starts",
+]
 
 
 def decide(order: Order | None, command: Command) -> list[Event]:
@@ -420,9 +139,12 @@ def decide(order: Order | None, command: Command) -> list[Event]:
 
     Returns the events to persist (possibly none, for a replay). Raises
     :class:`OrderRefused` with a stable code when the command must not
-    happen: ``order_exists``, ``not_found``, ``bad_request``,
+    happen: ``order_exists``, ``not_found``, ``bad_request`` (among them the
+    line rules of :func:`~actors.orders.rules.order_line`),
     ``order_not_pending``, ``channel_mismatch``, ``unknown_payment``,
-    ``ticket_not_refundable``, ``unknown_refund``, ``refund_settled``.
+    ``ticket_not_refundable``, ``ticket_used`` (the refund rules of
+    :func:`~actors.orders.rules.refund_refusal`), ``unknown_refund``,
+    ``refund_settled``.
     """
     if isinstance(command, CreateOrder):
         return _decide_create(order, command)
@@ -446,21 +168,22 @@ def decide(order: Order | None, command: Command) -> list[Event]:
 def _decide_create(order: Order | None, command: CreateOrder) -> list[Event]:
     if order is not None:
         raise OrderRefused("an order with this id exists", code="order_exists")
-    if not command.lines:
+    lines = tuple(order_line(command.catalog, line, command.today) for line in command.requested)
+    if not lines:
         raise OrderRefused("an order needs at least one line", code="bad_request")
-    if sum(line.quantity for line in command.lines) > MAX_TICKETS_PER_ORDER:
+    if sum(line.quantity for line in lines) > MAX_TICKETS_PER_ORDER:
         raise OrderRefused(f"at most {MAX_TICKETS_PER_ORDER} tickets per order", code="bad_request")
-    if any(line.quantity < 1 or line.unit_price_fen < 0 for line in command.lines):
+    if any(line.quantity < 1 or line.unit_price_fen < 0 for line in lines):
         raise OrderRefused("quantities must be positive", code="bad_request")
     if command.expires_at <= command.at:
         raise OrderRefused("an order must expire after it is made", code="bad_request")
-    total = sum(line.amount_fen for line in command.lines)
+    total = sum(line.amount_fen for line in lines)
     return [
         OrderCreated(
             command.order_id,
             command.device_id,
             command.client_key,
-            command.lines,
+            lines,
             total,
             command.at,
             command.expires_at,
@@ -504,7 +227,7 @@ def decide_payment(order: Order, paid: ConfirmPayment) -> list[Event]:
     if attempt.state != "started":
         # the channel confirmed the same attempt under a second transaction id
         return [_refunding(order, paid, RefundReason.ALREADY_PAID)]
-    reason = _why_not_capture(order, paid)
+    reason = capture_refusal(order, paid)
     if reason is not None:
         return [_refunding(order, paid, reason)]
     if len(paid.ticket_ids) != order.ticket_count:
@@ -522,18 +245,6 @@ def decide_payment(order: Order, paid: ConfirmPayment) -> list[Event]:
         ),
         TicketsIssued(order.order_id, _tickets_for(order, paid.ticket_ids), paid.at),
     ]
-
-
-def _why_not_capture(order: Order, paid: ConfirmPayment) -> RefundReason | None:
-    if order.status is OrderStatus.PAID:
-        return RefundReason.ALREADY_PAID
-    if order.status is OrderStatus.CANCELLED:
-        return RefundReason.ORDER_CANCELLED
-    if order.status is OrderStatus.EXPIRED or paid.paid_at > order.expires_at:
-        return RefundReason.ORDER_EXPIRED
-    if paid.amount_fen != order.total_fen:
-        return RefundReason.AMOUNT_MISMATCH
-    return None
 
 
 def _refunding(order: Order, paid: ConfirmPayment, reason: RefundReason) -> Event:
@@ -586,23 +297,19 @@ def _decide_refund_tickets(order: Order, command: RefundTickets) -> list[Event]:
         return []
     if not command.ticket_ids or len(set(command.ticket_ids)) != len(command.ticket_ids):
         raise OrderRefused("name each ticket to refund once", code="bad_request")
-    by_id = {ticket.ticket_id: ticket for ticket in order.tickets}
-    for ticket_id in command.ticket_ids:
-        if ticket_id not in by_id:
-            raise OrderRefused(f"ticket {ticket_id} is not on this order", code="not_found")
-        if ticket_id in order.void_ticket_ids:
-            raise OrderRefused(
-                f"ticket {ticket_id} is already refunded", code="ticket_not_refundable"
-            )
+    facts = {fact.ticket_id: fact for fact in command.facts}
+    refused = refund_refusal(order, command.ticket_ids, facts, command.at)
+    if refused is not None:
+        raise refused
+    price_of = {ticket.ticket_id: ticket.price_fen for ticket in order.tickets}
     captured = order.payments[order.captured_out_trade_no]
-    amount = sum(by_id[ticket_id].price_fen for ticket_id in command.ticket_ids)
     return [
         TicketsRefunding(
             order.order_id,
             tuple(command.ticket_ids),
             captured.out_trade_no,
             captured.channel,
-            amount,
+            sum(price_of[ticket_id] for ticket_id in command.ticket_ids),
             command.out_refund_no,
             command.reason,
             command.by_device,
@@ -738,13 +445,3 @@ def _with_refund(order: Order, refund: RefundRecord, payment_state: str) -> Orde
     return attrs.evolve(
         order, payments=payments, refunds={**order.refunds, refund.out_refund_no: refund}
     )
-
-
-def net_collected_fen(order: Order) -> int:
-    """Money kept for this order: captured, less every refund requested against it.
-
-    Duplicates add and refund the same amount, so they net to zero. The
-    invariant the audit checks: this equals the order's total less staff
-    refunds if the order is paid, and zero otherwise.
-    """
-    return order.received_fen - sum(refund.amount_fen for refund in order.refunds.values())

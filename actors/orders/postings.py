@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import attrs
 
-from actors.orders.domain import (
+from actors.orders.events import (
     DuplicatePaymentRefunding,
     Event,
-    Order,
     PaymentCaptured,
     RefundConfirmed,
     TicketsRefunding,
 )
+from actors.orders.state import Order
 
 REVENUE = "revenue:tickets"
 REFUNDS_PAYABLE = "refunds:payable"

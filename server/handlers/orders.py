@@ -20,11 +20,13 @@ from actors.orders.domain import (
     ConfirmPayment,
     CreateOrder,
     IssuedTicket,
+    LineRequest,
     Order,
-    OrderLine,
     PaymentRecord,
     RefundTickets,
     StartPayment,
+    TicketFacts,
+    visit_starts,
 )
 from server.errors import BadRequest, NotFound, ScenicError
 from server.gates import TicketUse
@@ -204,12 +206,14 @@ def register(table: OpTable) -> None:
         )
         if existing is None:
             now = services.clock()
-            lines = tuple(_order_line(services, line, now) for line in args["lines"])
+            catalog = services.current_catalog()
             command = CreateOrder(
                 new_order_id(now),
                 ctx.device_id,
                 args["client_key"],
-                lines,
+                tuple(_line_request(line) for line in args["lines"]),
+                catalog,
+                services.business_date(now),
                 now,
                 now + timedelta(seconds=services.config.order_ttl_s),
             )
@@ -331,7 +335,11 @@ def register(table: OpTable) -> None:
         ),
     )
     async def order_refund(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-        """Refund unused tickets of a paid order; they are void at once."""
+        """Refund unused tickets of a paid order; they are void at once.
+
+        The order's rules decide on what the gates know of each ticket's use
+        (read here, as ``order_view`` shows it) and when its visit starts.
+        """
         services = ctx.services
         tickets = args["tickets"]
         if not tickets or not all(isinstance(t, str) and 0 < len(t) <= 40 for t in tickets):
@@ -341,7 +349,12 @@ def register(table: OpTable) -> None:
             order_queries.refund_of_key, args["order"], f"{ctx.device_id}:{args['key']}"
         ) or new_out_refund_no(now)
         command = RefundTickets(
-            tuple(tickets), args["reason"], f"{ctx.device_id}:{args['key']}", refund_no, now
+            tuple(tickets),
+            args["reason"],
+            f"{ctx.device_id}:{args['key']}",
+            refund_no,
+            now,
+            await _ticket_facts(services, args["order"], set(tickets)),
         )
         outcome = await ask_order(services, args["order"], command)
         return await order_view(outcome.order, services)
@@ -523,27 +536,26 @@ async def _current(services: Services, order_id: str | None) -> Order:
     return order
 
 
-def _order_line(services: Services, line: dict[str, Any], now: datetime) -> OrderLine:
+def _line_request(line: dict[str, Any]) -> LineRequest:
+    return LineRequest(line["product"], line["quantity"], _date(line["date"]), line["slot"])
+
+
+async def _ticket_facts(
+    services: Services, order_id: str, ticket_ids: set[str]
+) -> tuple[TicketFacts, ...]:
+    """What a refund's rules need of the named tickets of ``order_id``: use, visit start."""
+    stored = await services.db.run(ticket_queries.tickets_of_order, order_id)
+    named = [record for record in stored if record.ticket_id in ticket_ids]
+    if not named:
+        return ()
     catalog = services.current_catalog()
-    product = catalog.product(line["product"])
-    if product is None:
-        raise BadRequest(f"unknown product {line['product']!r}")
-    visit_date = _date(line["date"])
-    if visit_date < services.business_date(now):
-        raise BadRequest(f"{visit_date} is in the past")
-    slot = line["slot"]
-    known_slots = {s.slot_id for s in catalog.slots}
-    if product.needs_slot and slot not in known_slots:
-        raise BadRequest(f"{product.product_id} needs one of the slots {sorted(known_slots)}")
-    if not product.needs_slot and slot is not None:
-        raise BadRequest(f"{product.product_id} is a whole-day ticket; leave out the slot")
-    return OrderLine(
-        product.product_id,
-        line["quantity"],
-        visit_date,
-        slot,
-        product.price_fen,
-        product.entries_allowed,
+    return tuple(
+        TicketFacts(
+            record.ticket_id,
+            services.gates.use_of(record).entries_used,
+            visit_starts(catalog, record.visit_date, record.slot),
+        )
+        for record in named
     )
 
 

@@ -1,27 +1,32 @@
 """SQL of orders: load an order's state, persist its events with ledger and outbox rows.
 
-These are asyncio coroutine functions taking an asyncpg connection; they run
-in the database thread, inside a transaction the caller owns (a group-commit
-batch or :meth:`Database.run_in_transaction`). Each event's rows, its ledger
-postings and its outbox entries are written together, so they commit or
-vanish together. The schema's constraints are the backstop: a second capture
-of one order, a replayed channel transaction or an oversold date raise
-asyncpg errors here rather than corrupt anything.
+:class:`OrderStorage` is the order actor's store (it implements
+:class:`actors.orders.interfaces.OrderStore`): it loads an order and commits
+a command's events by group commit. The rest are asyncio coroutine functions
+taking an asyncpg connection; they run in the database thread, inside a
+transaction the caller owns (a group-commit batch or
+:meth:`Database.run_in_transaction`). Each event's rows, its ledger postings
+and the outbox rows of its durable effects (decided by
+:func:`actors.orders.effects.react`, written here as they are given) commit
+or vanish together. The schema's constraints are the backstop: a second
+capture of one order, a replayed channel transaction, an oversold date or a
+refund of a ticket a gate just admitted raise here rather than corrupt
+anything, and :class:`OrderStorage` turns them into the store's answers.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import date, datetime
+from functools import partial
 from typing import Any, NamedTuple
 
 import asyncpg
 
 from actors.catalog import WHOLE_DAY
 from actors.orders.domain import (
-    NOTIFYING_CHANNELS,
     DuplicatePaymentRefunding,
     Event,
     IssuedTicket,
@@ -40,16 +45,76 @@ from actors.orders.domain import (
     TicketsIssued,
     TicketsRefunding,
 )
+from actors.orders.effects import ClosePayment, DurableEffect, RequestRefund
+from actors.orders.interfaces import (
+    CapacityLimits,
+    OrderConflict,
+    SoldOut,
+    TicketsUsedMeanwhile,
+)
 from actors.orders.postings import Posting, postings_for
-from server.errors import ScenicError
 
 
-class StaleOrder(Exception):
-    """Another server process changed the order since it was loaded: reload and decide again."""
+class OrderStorage:
+    """The order actors' store in PostgreSQL: loads through the pool, commits by group commit.
 
+    Implements :class:`actors.orders.interfaces.OrderStore`. ``run`` is
+    :meth:`Database.run`, ``submit`` :meth:`GroupCommitter.submit`.
+    """
 
-#: capacity limits for the (date, slot) pairs an order reserves
-CapacityLimits = Mapping[tuple[date, str], int]
+    def __init__(
+        self, run: Callable[..., Awaitable[Any]], submit: Callable[..., Awaitable[Any]]
+    ) -> None:
+        self._run = run
+        self._submit = submit
+        #: (date, slot) pairs whose capacity row is known to exist
+        self._known_capacity: set[tuple[date, str]] = set()
+
+    async def load(self, order_id: str) -> Order | None:
+        """The order's current state, or ``None`` if it does not exist."""
+        return await self._run(load_order, order_id)
+
+    async def commit(
+        self,
+        before: Order | None,
+        events: Sequence[Event],
+        after: Sequence[Order],
+        effects: Sequence[DurableEffect],
+        *,
+        capacity: CapacityLimits | None = None,
+    ) -> None:
+        """Write ``events`` and the outbox rows of ``effects`` in the next group commit.
+
+        The capacity rows a new order needs are made first, on their own
+        (:func:`ensure_capacity_rows`). Raises :class:`OrderConflict` when
+        the version check or a unique constraint says another process got
+        there first, :class:`SoldOut` when the capacity check refuses,
+        :class:`TicketsUsedMeanwhile` when the refund backstop does.
+        """
+        if capacity:
+            await self._ensure_capacity_rows(capacity)
+        write = partial(
+            write_events,
+            before=before,
+            events=events,
+            after=after,
+            outbox=effects,
+            capacity=capacity,
+        )
+        try:
+            await self._submit(write)
+        except asyncpg.UniqueViolationError as exc:
+            raise OrderConflict(str(exc), constraint=exc.constraint_name or "unique") from exc
+        except asyncpg.CheckViolationError as exc:
+            if exc.constraint_name == "capacity_not_oversold":
+                raise SoldOut(str(exc)) from None
+            raise
+
+    async def _ensure_capacity_rows(self, limits: CapacityLimits) -> None:
+        new = {pair: limit for pair, limit in limits.items() if pair not in self._known_capacity}
+        if new:
+            await self._run(ensure_capacity_rows, new)
+            self._known_capacity.update(new)
 
 
 async def load_order(conn: asyncpg.Connection, order_id: str) -> Order | None:
@@ -318,19 +383,23 @@ async def write_events(
     events: Sequence[Event],
     after: Sequence[Order],
     *,
+    outbox: Sequence[DurableEffect] = (),
     capacity: CapacityLimits | None = None,
 ) -> None:
-    """Persist ``events`` (with ``after[i]`` the state after event ``i``).
+    """Persist ``events`` (with ``after[i]`` the state after event ``i``) and ``outbox``.
 
     First bumps the order's version, checking it is still ``before.version``
-    (:class:`StaleOrder` otherwise). Writes each event's rows, its balanced
-    ledger postings and its outbox entries. ``capacity`` gives the limits of
-    the (date, slot) pairs an :class:`OrderCreated` reserves. Raises asyncpg's
-    ``CheckViolationError`` when a date is sold out, ``UniqueViolationError``
-    when a constraint says the change already happened elsewhere.
+    (:class:`OrderConflict` otherwise). Writes each event's rows and its
+    balanced ledger postings, then one outbox row per durable effect.
+    ``capacity`` gives the limits of the (date, slot) pairs an
+    :class:`OrderCreated` reserves. Raises asyncpg's ``CheckViolationError``
+    when a date is sold out, ``UniqueViolationError`` when a constraint says
+    the change already happened elsewhere, :class:`TicketsUsedMeanwhile` when
+    a ticket to refund has an entry used.
     """
     if (
         before is not None
+        and not outbox
         and len(events) == 2
         and isinstance(events[0], PaymentCaptured)
         and isinstance(events[1], TicketsIssued)
@@ -344,7 +413,7 @@ async def write_events(
             before.version,
         )
         if bumped != "UPDATE 1":
-            raise StaleOrder(f"order {before.order_id} changed since version {before.version}")
+            raise OrderConflict(f"order {before.order_id} changed since version {before.version}")
     state = before
     for event, next_state in zip(events, after, strict=True):
         await _write_event(conn, state, event, next_state, capacity or {})
@@ -352,6 +421,8 @@ async def write_events(
         if postings:
             await _post(conn, event.order_id, postings, event.at)
         state = next_state
+    if outbox:
+        await write_outbox(conn, outbox)
 
 
 async def _write_event(
@@ -403,15 +474,6 @@ async def _write_event(
             event.at,
         )
         await _change_capacity(conn, after.lines, -1, capacity)
-        for payment in after.payments.values():
-            if payment.state == "started" and payment.channel in NOTIFYING_CHANNELS:
-                await enqueue(
-                    conn,
-                    "close_payment",
-                    f"close:{payment.out_trade_no}",
-                    {"channel": payment.channel, "out_trade_no": payment.out_trade_no},
-                    event.at,
-                )
     elif isinstance(event, TicketsRefunding):
         voided = await conn.execute(
             "update tickets set status = 'refunded', version = version + 1 "
@@ -420,12 +482,9 @@ async def _write_event(
             event.order_id,
         )
         if voided != f"UPDATE {len(event.ticket_ids)}":
-            # A gate admitted one of them (the gates own ticket use, not the order):
-            # only unused tickets are refunded.
-            raise ScenicError(
-                "a ticket to refund has been used at a gate; refund only unused tickets",
-                code="ticket_used",
-            )
+            # The backstop, not the rule (actors.orders.rules.refund_refusal): a gate
+            # admitted one of them after the refund's facts were read.
+            raise TicketsUsedMeanwhile(f"a ticket of {list(event.ticket_ids)} has an entry used")
         captured = after.payments[event.out_trade_no]
         await _refund(
             conn, after, event.out_refund_no, captured.channel_txn_id, event.by_device, event.at
@@ -464,7 +523,7 @@ async def _write_capture(
     The version check, the confirmation, its attempt, the order, the tickets
     and the balanced ledger postings are one statement; every part depends
     on the version check, so a stale order changes nothing (and raises
-    :class:`StaleOrder`).
+    :class:`OrderConflict`).
     """
     postings = postings_for(before, captured)
     tickets = issued.tickets
@@ -521,7 +580,7 @@ async def _write_capture(
         captured.notified_fen,
     )
     if not done:
-        raise StaleOrder(f"order {before.order_id} changed since version {before.version}")
+        raise OrderConflict(f"order {before.order_id} changed since version {before.version}")
 
 
 async def _uncaptured_confirmation(
@@ -565,23 +624,6 @@ async def _refund(
         refund.reason,
         refund.staff,
         requested_by,
-        at,
-    )
-    await enqueue(
-        conn,
-        "refund",
-        f"refund:{out_refund_no}",
-        {
-            "order_id": order.order_id,
-            "channel": refund.channel,
-            "out_trade_no": refund.out_trade_no,
-            "out_refund_no": out_refund_no,
-            "refund_fen": refund.amount_fen,
-            # what the channel collected in the transaction refunded: never the notified
-            # amount where the channel's query said otherwise
-            "total_fen": refund.payment_fen,
-            "reason": refund.reason,
-        },
         at,
     )
 
@@ -657,19 +699,36 @@ async def _post(
     )
 
 
-async def enqueue(
-    conn: asyncpg.Connection,
-    kind: str,
-    dedupe_key: str,
-    payload: Mapping[str, Any],
-    at: datetime,
-) -> None:
-    """Add a side effect to the outbox; a second entry with the same key is ignored."""
+def _outbox_row(effect: DurableEffect) -> tuple[str, str, str, datetime]:
+    """An effect as its outbox row: kind, dedupe key, payload (JSON), due time."""
+    if isinstance(effect, RequestRefund):
+        payload = {
+            "order_id": effect.order_id,
+            "channel": effect.channel,
+            "out_trade_no": effect.out_trade_no,
+            "out_refund_no": effect.out_refund_no,
+            "refund_fen": effect.refund_fen,
+            "total_fen": effect.total_fen,
+            "reason": effect.reason,
+        }
+        return "refund", f"refund:{effect.out_refund_no}", json.dumps(payload), effect.at
+    if isinstance(effect, ClosePayment):
+        payload = {"channel": effect.channel, "out_trade_no": effect.out_trade_no}
+        return "close_payment", f"close:{effect.out_trade_no}", json.dumps(payload), effect.at
+    raise TypeError(f"not a durable effect: {effect!r}")
+
+
+async def write_outbox(conn: asyncpg.Connection, effects: Sequence[DurableEffect]) -> None:
+    """Add the durable ``effects`` to the outbox, in one statement; a known key is ignored."""
+    rows = [_outbox_row(effect) for effect in effects]
     await conn.execute(
         """insert into outbox (kind, dedupe_key, payload, created_at, next_attempt_at)
-           values ($1, $2, $3, $4, $4) on conflict (dedupe_key) do nothing""",
-        kind,
-        dedupe_key,
-        json.dumps(dict(payload)),
-        at,
+           select kind, dedupe_key, payload::jsonb, at, at
+             from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
+                  as r(kind, dedupe_key, payload, at)
+           on conflict (dedupe_key) do nothing""",
+        [row[0] for row in rows],
+        [row[1] for row in rows],
+        [row[2] for row in rows],
+        [row[3] for row in rows],
     )
