@@ -25,8 +25,8 @@ from typing import Any
 import attrs
 import trio
 
+from actors.channels import QR_CHANNELS
 from clients.client import ConnectionLost, RemoteError, connect
-from server.channels.adapter import QR_CHANNELS
 from server.channels.keys import load_or_create_channel_keys
 from server.channels.notifier import Notifier, NotifyPolicy
 from server.channels.sim_api import serve_channel_api

@@ -25,6 +25,7 @@ from pathlib import Path
 import attrs
 import trio
 
+from actors.channels import QR_CHANNELS
 from clients.client import stay_connected
 from loadtest.audit import audit_run
 from loadtest.local_server import (
@@ -201,7 +202,7 @@ async def _payer(nursery: trio.Nursery, target: Target, kiosks):
     if target.channel_sim_url:
         keys = load_or_create_channel_keys(target.keys_path) if target.keys_path else {}
         channels = {}
-        for name in ("wechat", "alipay"):
+        for name in QR_CHANNELS:
             channels[name] = await nursery.start(
                 _remote, name, target.channel_sim_url, keys.get(name, b"")
             )

@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 import attrs
 import trio
 
+from actors.channels import QR_CHANNELS
 from clients.client import Client, RemoteError
 from loadtest.metrics import Recorder
 from loadtest.profile import Profile
@@ -210,7 +211,7 @@ class Scenario:
             order = replies[0]
         if other_day:
             self.world.other_day_orders.add(order["order"])
-        channels = ["wechat", "alipay"]
+        channels = list(QR_CHANNELS)
         rng.shuffle(channels)
         if rng.random() >= profile.pay_both:
             channels = channels[:1]

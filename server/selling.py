@@ -23,6 +23,7 @@ import attrs
 import trio
 
 from actors.catalog import Catalog, parse_catalog
+from actors.channels import QR_CHANNELS
 from actors.orders.actor import OrderActor, OrderEnvironment
 from actors.orders.domain import IssuedTicket
 from actors.tickets.codes import Entitlement, SiteKey, make_code, ticket_id_of
@@ -128,7 +129,7 @@ def build_channels(
     channels = ChannelSet(adapters)
     if policy is not None:
         channels.notify_policy = policy
-    for name in ("wechat", "alipay"):
+    for name in QR_CHANNELS:
         if config.channel_sim_url:
             adapters[name] = RemoteChannel(name, config.channel_sim_url, keys[name], clock)
             continue

@@ -15,9 +15,9 @@ from pathlib import Path
 import attrs
 import trio
 
+from actors.channels import QR_CHANNELS
 from server.app import run_server, utc_now
 from server.auth import hash_token, new_token
-from server.channels.adapter import QR_CHANNELS
 from server.channels.keys import load_or_create_channel_keys
 from server.channels.notifier import NotifyPolicy
 from server.config import ServerConfig

@@ -14,9 +14,11 @@ from datetime import date, datetime
 
 import attrs
 
-CHANNELS = ("wechat", "alipay", "cash", "card")
+from actors.channels import QR_CHANNELS, Channel
+
+CHANNELS = tuple(Channel)
 #: channels confirmed by their own notification (QR payments); the others by a cashier
-NOTIFYING_CHANNELS = ("wechat", "alipay")
+NOTIFYING_CHANNELS = QR_CHANNELS
 
 
 class OrderStatus(enum.Enum):

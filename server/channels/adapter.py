@@ -24,8 +24,6 @@ import attrs
 
 from server.errors import ScenicError
 
-#: channels whose payments are confirmed by their own signed notification
-QR_CHANNELS = ("wechat", "alipay")
 #: codes of answers that mean "not now" (WeChat Pay's SYSTEMERROR and FREQUENCY_LIMITED,
 #: Alipay's ACQ.SYSTEM_ERROR): the same call may succeed later
 TRANSIENT_CODES = frozenset({"channel_unavailable", "system_busy", "frequency_limited"})

@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
-from server.channels.adapter import QR_CHANNELS
+from actors.channels import QR_CHANNELS
 from server.errors import ScenicError
 
 #: bytes of each merchant key (written as 64 hex digits)

@@ -30,9 +30,9 @@ from typing import Any
 import attrs
 import trio
 
+from actors.channels import COUNTER_CHANNELS, QR_CHANNELS
 from server.channels import signing
 from server.channels.adapter import (
-    QR_CHANNELS,
     BadSignature,
     ChannelError,
     CreatedPayment,
@@ -43,7 +43,6 @@ from server.channels.statement import StatementRow, fee_fen, local_date, write_s
 
 Clock = Callable[[], datetime]
 REFUND_MODES = ("instant", "processing")
-COUNTER_CHANNELS = ("cash", "card")
 #: the merchant API's calls, the ones faults can be injected into
 MERCHANT_OPS = (
     "create_payment",

@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from actors.catalog import WHOLE_DAY, Catalog
+from actors.channels import COUNTER_CHANNELS, QR_CHANNELS, pattern_of
 from actors.ids import new_order_id, new_out_refund_no, new_out_trade_no
 from actors.orders.actor import OrderOutcome
 from actors.orders.domain import (
@@ -244,7 +245,7 @@ def register(table: OpTable) -> None:
     @table.op(
         "payment.start",
         roles=SELLERS,
-        args=(ORDER_ID, Arg("channel", "text", pattern=r"wechat|alipay|cash|card")),
+        args=(ORDER_ID, Arg("channel", "text", pattern=pattern_of())),
     )
     async def payment_start(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         """Start paying an order by a channel: the amount and, for QR channels, the QR."""
@@ -279,7 +280,7 @@ def register(table: OpTable) -> None:
         roles={"counter"},
         args=(
             ORDER_ID,
-            Arg("channel", "text", pattern=r"cash|card"),
+            Arg("channel", "text", pattern=pattern_of(COUNTER_CHANNELS)),
             Arg("amount_fen", "int", low=1, high=MAX_FEN),
             Arg("key", "text", max_len=64),
             Arg("card_ref", "text", required=False, max_len=64),
@@ -310,7 +311,7 @@ def register(table: OpTable) -> None:
         "payment.notify",
         roles={"channel"},
         args=(
-            Arg("channel", "text", pattern=r"wechat|alipay"),
+            Arg("channel", "text", pattern=pattern_of(QR_CHANNELS)),
             Arg("out_trade_no", "text", max_len=32),
             Arg("channel_txn_id", "text", max_len=64),
             Arg("amount_fen", "int", low=1, high=MAX_FEN),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from actors.channels import QR_CHANNELS, pattern_of
 from server.errors import ScenicError
 from server.handlers.orders import MAX_FEN
 from server.ops import OpContext, OpTable
@@ -25,7 +26,7 @@ def register(table: OpTable) -> None:
         "sim.pay",
         roles={"kiosk", "counter", "admin"},
         args=(
-            Arg("channel", "text", pattern=r"wechat|alipay"),
+            Arg("channel", "text", pattern=pattern_of(QR_CHANNELS)),
             Arg("out_trade_no", "text", max_len=32),
             Arg("amount_fen", "int", required=False, low=1, high=MAX_FEN),
         ),
