@@ -46,7 +46,7 @@ from devices.background import background_nursery
 from devices.display import Display, open_display
 from devices.errors import DeviceError, DeviceRefused, DeviceTimeout
 from devices.journal import Journal
-from devices.offline import GateSnapshot, LocalUse, decide_offline
+from devices.offline import GateSnapshot, LocalUse, decide_offline, grant_of
 from devices.scanner import open_scanner
 from devices.turnstile import Fault, Passed, TimedOut, Turnstile, open_turnstile
 
@@ -139,6 +139,8 @@ class _Passage:
     direction: str
     online: bool
     consumed: bool
+    #: whether this gate took the ticket to be inside before the grant (a give-back restores it)
+    was_inside: bool
 
 
 class GateAgent:
@@ -318,18 +320,27 @@ class GateAgent:
                 True,
             )
             ticket_id = reply.get("ticket")
-            consumed = reply["granted"] and direction == "entry" and ticket_id is not None
+            grant = grant_of(direction)  # what the server's grant did, as far as the reply says
             self.stats["online"] += 1
         else:
-            result, ticket_id, consumed = self._judge_offline(scan_id, code, at, direction)
+            result, ticket_id, grant = self._judge_offline(scan_id, code, at, direction)
             self.stats["offline"] += 1
         turnstile = None
         shown = self._lines(result)
         if result.granted:
+            was_inside = False
             if ticket_id is not None:
-                self.use.admitted(ticket_id, direction)
+                was_inside = self.use.admitted(ticket_id, grant).inside
             self._ref = next_ref(self._ref)
-            passage = _Passage(self._ref, scan_id, ticket_id, direction, result.online, consumed)
+            passage = _Passage(
+                self._ref,
+                scan_id,
+                ticket_id,
+                direction,
+                result.online,
+                grant.consumed and ticket_id is not None,
+                was_inside,
+            )
             turnstile = await self._open(passage)
             if turnstile != "opened":
                 shown = WAIT_TEXT if turnstile == "busy" else STAFF_TEXT
@@ -386,7 +397,7 @@ class GateAgent:
             verdict.entries_left,
             False,
         )
-        return result, ticket_id, verdict.consumed
+        return result, ticket_id, verdict
 
     def _lines(self, result: ScanResult) -> tuple[str, str]:
         width = self._display.width if self._display is not None else 20
@@ -468,7 +479,7 @@ class GateAgent:
             return  # an outcome already settled, or of a passage before this agent started
         self._lane.unpark_all()
         if not passed and passage.ticket_id is not None:
-            self.use.given_back(passage.ticket_id, passage.direction, passage.consumed)
+            self.use.given_back(passage.ticket_id, passage.consumed, passage.was_inside)
         if not passage.online:
             self.journal.passage(passage.scan_id, passed)
             return

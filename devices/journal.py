@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from devices.offline import LocalUse
+from actors.tickets.rules import Use, Verdict
+from devices.offline import LocalUse, grant_of
 
 
 class Journal:
@@ -91,15 +92,18 @@ class Journal:
     def local_use(self) -> LocalUse:
         """What this gate admitted offline, rebuilt from the journal (survives a restart)."""
         use = LocalUse()
-        granted: dict[str, dict[str, Any]] = {}
+        #: scan id -> (ticket, the grant, the ticket's use before it) of each granted scan
+        granted: dict[str, tuple[str, Verdict, Use]] = {}
         for record in self._records():
             if record.get("type") == "scan" and record["granted"] and record.get("ticket"):
-                granted[record["scan_id"]] = record
-                use.admitted(record["ticket"], record["direction"])
+                grant = grant_of(record["direction"])  # as the offline rules granted it
+                before = use.admitted(record["ticket"], grant)
+                granted[record["scan_id"]] = (record["ticket"], grant, before)
             elif record.get("type") == "passage" and not record["passed"]:
                 scan = granted.get(record["scan_id"])
                 if scan is not None:
-                    use.given_back(scan["ticket"], scan["direction"], consumed=True)
+                    ticket_id, grant, before = scan
+                    use.given_back(ticket_id, grant.consumed, before.inside)
         return use
 
     def mark_uploaded(self) -> Path | None:

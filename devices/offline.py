@@ -1,12 +1,16 @@
 """The gate agent's own judgement when the server cannot be reached: pure, no I/O.
 
 Offline, the agent checks a code's Ed25519 signature with the site's public
-keys (from the last ``gate.config``), then applies the same entry rules as
-the server (:func:`actors.tickets.rules.decide_scan`) to what it knows
-locally: the entitlement in the code and the admissions this gate made
-itself. So one gate never admits a ticket beyond its entitlement; two
-offline gates may each admit a single-entry ticket once, which the server
-flags as a conflict when the journals are merged.
+keys (from the last ``gate.config``), then applies the server's own entry
+rules (:func:`actors.tickets.rules.judge_scan`, with the gate's mode first:
+:func:`~actors.tickets.rules.verdict_by_mode`) to what it knows locally: the
+entitlement in the code and the admissions this gate made itself. Those it
+keeps in :class:`LocalUse` with the ticket rules' own state changes
+(:func:`actors.tickets.domain.use_after` for a grant,
+:func:`~actors.tickets.domain.give_back` for a passage nobody made). So one
+gate never admits a ticket beyond its entitlement; two offline gates may
+each admit a single-entry ticket once, which the server flags as a conflict
+when the journals are merged. Nothing here imports the server.
 """
 
 from __future__ import annotations
@@ -18,14 +22,17 @@ from zoneinfo import ZoneInfo
 import attrs
 
 from actors.tickets.codes import ForgedCode, verify_offline
+from actors.tickets.domain import give_back, use_after
 from actors.tickets.rules import (
     GateView,
     ScanMoment,
     TicketState,
+    Use,
     Verdict,
-    decide_scan,
+    judge_scan,
     moment_at,
-    refused,
+    verdict_by_mode,
+    verdict_without_ticket,
 )
 
 
@@ -92,33 +99,53 @@ class GateSnapshot:
 
 @attrs.define
 class LocalUse:
-    """What this gate admitted offline, per ticket: entries used and whether inside."""
+    """What this gate admitted, per ticket: the ticket's use as the entry rules left it."""
 
-    used: dict[str, int] = attrs.field(factory=dict)
-    inside: set[str] = attrs.field(factory=set)
+    tickets: dict[str, Use] = attrs.field(factory=dict)
 
-    def admitted(self, ticket_id: str, direction: str) -> None:
-        """Note a granted passage."""
-        if direction == "entry":
-            self.used[ticket_id] = self.used.get(ticket_id, 0) + 1
-            self.inside.add(ticket_id)
-        else:
-            self.inside.discard(ticket_id)
+    def of(self, ticket_id: str) -> Use:
+        """The ticket's use as this gate knows it (nothing used, outside, if it never saw it)."""
+        return self.tickets.get(ticket_id, Use())
 
-    def given_back(self, ticket_id: str, direction: str, consumed: bool) -> None:
+    @property
+    def inside(self) -> set[str]:
+        """The tickets this gate takes to be inside."""
+        return {ticket_id for ticket_id, use in self.tickets.items() if use.inside}
+
+    @property
+    def used(self) -> dict[str, int]:
+        """Entries used per ticket, as this gate knows them."""
+        return {ticket_id: use.entries_used for ticket_id, use in self.tickets.items()}
+
+    def admitted(self, ticket_id: str, verdict: Verdict) -> Use:
+        """Note a granted scan: the ticket's use becomes what the server's rules make it.
+
+        Returns the use before, which a give-back restores.
+        """
+        before = self.of(ticket_id)
+        self.tickets[ticket_id] = use_after(before, verdict)
+        return before
+
+    def given_back(self, ticket_id: str, consumed: bool, was_inside: bool) -> None:
         """Undo a granted passage the visitor is known not to have made.
 
         Only for a known outcome (TIMEOUT, or a turnstile that refused to
-        open): a passage whose outcome is unknown counts as made. An exit
-        nobody made leaves the visitor inside, so the ticket's next entry
-        still needs an exit first.
+        open): a passage whose outcome is unknown counts as made. The entry
+        the grant ``consumed`` is back and the ticket is where it was
+        (``was_inside``): an exit nobody made leaves the visitor inside, so
+        the ticket's next entry still needs an exit first.
         """
-        if direction == "entry":
-            if consumed:
-                self.used[ticket_id] = max(self.used.get(ticket_id, 1) - 1, 0)
-                self.inside.discard(ticket_id)
-        else:
-            self.inside.add(ticket_id)
+        self.tickets[ticket_id] = give_back(self.of(ticket_id), consumed, was_inside)
+
+
+def grant_of(direction: str) -> Verdict:
+    """A grant this gate did not judge itself (the server's reply, or read back from the journal).
+
+    As the entry rules grant a ticket in normal mode: an entry uses one, an
+    exit leaves. (The server's reply does not say more; free passage, which
+    uses nothing, reaches the agent as a grant like any other.)
+    """
+    return Verdict(True, "ok", None, consumed=direction == "entry", leaves=direction == "exit")
 
 
 def local_moment(snapshot: GateSnapshot, at: datetime) -> ScanMoment:
@@ -129,20 +156,25 @@ def local_moment(snapshot: GateSnapshot, at: datetime) -> ScanMoment:
 def decide_offline(
     code: str, snapshot: GateSnapshot, use: LocalUse, direction: str, at: datetime
 ) -> tuple[Verdict, str | None]:
-    """The offline verdict on ``code`` and the ticket id it names (``None`` if forged)."""
-    gate = GateView(snapshot.gate_id, snapshot.zone, snapshot.mode, snapshot.products_allowed)
-    if gate.mode == "free":
-        return Verdict(True, "ok", None), None
-    if gate.mode == "locked":
-        return refused("gate_closed"), None
+    """The offline verdict on ``code`` and the ticket id it names (``None`` if forged).
+
+    A locked gate or one in free passage decides by its mode alone, without
+    checking the signature (and names no ticket); otherwise a code that does
+    not verify is ``forged``, one for a product the saved config does not
+    know ``unknown``, and any other is judged by the entry rules.
+    """
+    imposed = verdict_by_mode(snapshot.mode)
+    if imposed is not None:
+        return imposed, None
     try:
         entitlement = verify_offline(code, snapshot.public_keys)
     except ForgedCode:
-        return refused("forged"), None
+        return verdict_without_ticket(snapshot.mode, "forged"), None
     product = snapshot.products.get(entitlement.product_id)
     if product is None:
-        return refused("unknown"), entitlement.ticket_id
+        return verdict_without_ticket(snapshot.mode, "unknown"), entitlement.ticket_id
     zones, anti_passback = product
+    local = use.of(entitlement.ticket_id)
     ticket = TicketState(
         entitlement.ticket_id,
         "",
@@ -152,8 +184,8 @@ def decide_offline(
         entitlement.entries,
         zones,
         anti_passback,
-        use.used.get(entitlement.ticket_id, 0),
-        entitlement.ticket_id in use.inside,
+        local.entries_used,
+        local.inside,
     )
-    verdict, _ = decide_scan(ticket, gate, direction, local_moment(snapshot, at))
-    return verdict, entitlement.ticket_id
+    gate = GateView(snapshot.gate_id, snapshot.zone, snapshot.mode, snapshot.products_allowed)
+    return judge_scan(ticket, gate, direction, local_moment(snapshot, at)), entitlement.ticket_id

@@ -1,18 +1,24 @@
 """The gate side of a running server: gate modes, warm tickets, occupancy, passage timers.
 
 :class:`GateDesk` holds what scans need without touching the database:
-each gate's mode and zone, today's tickets (:class:`TicketBook`), the live
-occupancy per zone, and the passage timer: a grant whose passage nobody
-reports in time counts as walked through (its entry stays used), because an
-entry wrongly given back lets a second person in. :func:`run_gates` loads it
-at start and runs its workers.
+each gate's mode and zone, today's tickets (the
+:class:`~actors.tickets.book.TicketBook`), the live occupancy per zone (pure
+:class:`~actors.gates.domain.Occupancy` values), and the passage timer: a
+grant whose passage nobody reports in time counts as walked through (its
+entry stays used), because an entry wrongly given back lets a second person
+in. It builds the ticket and gate actors with their storage
+(:mod:`server.storage.ticket_store`) and is their after-commit sink: it
+carries out the effects their events ask for (a gate waits for a passage,
+a zone counts one, a mode is pushed, a conflict is logged).
+:func:`GateDesk.load` reads it at start; its workers run the timers and
+push occupancy.
 """
 
 from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -21,11 +27,23 @@ import attrs
 import trio
 
 from actors.catalog import Catalog
-from actors.gates.actor import GateActor, GateEnvironment, PassageTimedOut, Settlement, settle
+from actors.gates.actor import GateActor, GateEnvironment, Settlement, settle
+from actors.gates.domain import (
+    AnnounceMode,
+    ExpectPassage,
+    GiveBackEntry,
+    Occupancy,
+    PassageTimedOut,
+    WatchPassage,
+    counted,
+)
 from actors.tickets.actor import TicketActor, TicketEnvironment
+from actors.tickets.book import TicketBook
+from actors.tickets.domain import AwaitPassage, CountPassage, Effect, FlagConflict
 from actors.tickets.rules import GateView, ScanMoment, TicketState, moment_at
 from server import fanout
 from server.storage import tickets as ticket_queries
+from server.storage.ticket_store import GateRecords, TicketRecords
 from server.storage.tickets import TicketRecord
 
 if TYPE_CHECKING:
@@ -37,29 +55,6 @@ log = logging.getLogger("scenic.gates")
 PASSAGE_TIMEOUT_S = 15.0
 #: how often live occupancy is pushed to admin connections when it changed
 OCCUPANCY_PUSH_S = 1.0
-
-
-class TicketBook:
-    """Today's tickets in memory, so a scan does not wait on a database read."""
-
-    def __init__(self) -> None:
-        self._tickets: dict[str, TicketState] = {}
-
-    def get(self, ticket_id: str) -> TicketState | None:
-        """The warm state of a ticket, or ``None`` if it is not in memory."""
-        return self._tickets.get(ticket_id)
-
-    def put(self, state: TicketState) -> None:
-        """Keep ``state`` as the ticket's warm state."""
-        self._tickets[state.ticket_id] = state
-
-    def forget(self, ticket_ids: list[str]) -> None:
-        """Drop tickets (refunded elsewhere): their next scan reads them fresh."""
-        for ticket_id in ticket_ids:
-            self._tickets.pop(ticket_id, None)
-
-    def __len__(self) -> int:
-        return len(self._tickets)
 
 
 @attrs.frozen
@@ -79,21 +74,12 @@ class TicketUse:
         return max(self.entries_allowed - self.entries_used, 0)
 
 
-@attrs.define
-class Occupancy:
-    """Passages into and out of one zone today."""
-
-    entries: int = 0
-    exits: int = 0
-
-    @property
-    def inside(self) -> int:
-        """Visitors in the zone now (never below zero)."""
-        return max(self.entries - self.exits, 0)
-
-
 class GateDesk:
-    """Gate modes, warm tickets, occupancy and passage timers of this server."""
+    """Gate modes, warm tickets, occupancy and passage timers of this server.
+
+    The ticket and gate actors' after-commit sink (``carry_out``) and their
+    way to a ticket's actor (``give_back``).
+    """
 
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -104,9 +90,13 @@ class GateDesk:
         self._timers: list[tuple[float, str, str]] = []
         self._timer_changed = trio.Event()
         self._occupancy_changed = False
-        self.gate_env: GateEnvironment | None = None
         self._views: dict[str, tuple[Catalog, GateView]] = {}
         self._site: tuple[Catalog, ZoneInfo, dict] | None = None
+        db, committer = services.db, services.committer
+        self.ticket_env = TicketEnvironment(
+            TicketRecords(db, committer, self.state_of), self.book, self
+        )
+        self.gate_env = GateEnvironment(GateRecords(db, committer), self)
 
     # -- what scans need -----------------------------------------------------------
 
@@ -166,11 +156,7 @@ class GateDesk:
 
     def passed(self, zone: str, direction: str) -> None:
         """A visitor walked into (or out of) ``zone``."""
-        board = self.occupancy.setdefault(zone, Occupancy())
-        if direction == "entry":
-            board.entries += 1
-        else:
-            board.exits += 1
+        self.occupancy[zone] = counted(self.occupancy.get(zone, Occupancy()), direction)
         self._occupancy_changed = True
 
     def occupancy_view(self) -> dict[str, Any]:
@@ -195,40 +181,66 @@ class GateDesk:
         )
         fanout.publish(self.services, {"kind": "gate.mode", "gate": gate_id, "mode": mode})
 
-    # -- actors --------------------------------------------------------------------
+    # -- actors and their effects -----------------------------------------------------
 
     def ticket_factory(self) -> Callable[[str], TicketActor]:
         """Builds the actor of one ticket id."""
-        services = self.services
-        env = TicketEnvironment(
-            services.db.run,
-            services.committer.submit,
-            services.committer.submit_bulk,
-            self.book,
-            self.state_of,
-        )
+        env = self.ticket_env
         return lambda ticket_id: TicketActor(ticket_id, env)
 
     def gate_factory(self) -> Callable[[str], GateActor]:
         """Builds the actor of one gate id."""
-        services = self.services
-
-        async def ask_ticket(ticket_id: str, command: Any) -> Any:
-            return await services.registry.ask(
-                ("ticket", ticket_id), command, services.config.ask_timeout_s
-            )
-
-        env = GateEnvironment(
-            services.db.run,
-            services.committer.submit,
-            services.committer.submit_bulk,
-            ask_ticket,
-            self.passed,
-            self.watch,
-            self.mode_changed,
-        )
-        self.gate_env = env
+        env = self.gate_env
         return lambda gate_id: GateActor(gate_id, env)
+
+    def carry_out(self, effects: Sequence[Effect]) -> None:
+        """Carry out what committed ticket and gate events ask for, without waiting.
+
+        Raises :class:`~actors.errors.Overloaded` when a gate's mailbox is full.
+        """
+        for effect in effects:
+            if isinstance(effect, AwaitPassage):
+                deadline = trio.current_time() + self.passage_timeout_s
+                self.services.registry.tell(
+                    ("gate", effect.gate_id),
+                    ExpectPassage(
+                        effect.scan_id,
+                        effect.ticket_id,
+                        effect.direction,
+                        effect.consumed,
+                        effect.was_inside,
+                        deadline,
+                    ),
+                )
+            elif isinstance(effect, CountPassage):
+                self.passed(effect.zone, effect.direction)
+            elif isinstance(effect, WatchPassage):
+                self.watch(effect.gate_id, effect.scan_id, effect.deadline)
+            elif isinstance(effect, AnnounceMode):
+                self.mode_changed(effect.gate_id, effect.mode)
+            elif isinstance(effect, FlagConflict):
+                log.warning(
+                    "gate.conflict",
+                    extra={
+                        "gate": effect.gate_id,
+                        "scan_id": effect.scan_id,
+                        "ticket": effect.ticket_id,
+                        "kind": effect.kind,
+                    },
+                )
+            else:
+                raise TypeError(f"not an effect this desk carries out: {effect!r}")
+
+    async def give_back(self, effect: GiveBackEntry) -> None:
+        """Give a ticket's entry back through the ticket's own actor."""
+        services = self.services
+        await services.registry.ask(
+            ("ticket", effect.ticket_id), effect.command, services.config.ask_timeout_s
+        )
+
+    async def settle(self, settlement: Settlement) -> dict[str, Any]:
+        """Carry out how a granted scan ended (``gate.passage``'s reply)."""
+        return await settle(self.gate_env, settlement)
 
     # -- start and workers -----------------------------------------------------------
 
@@ -276,13 +288,12 @@ class GateDesk:
                         PassageTimedOut(scan_id, self.services.clock()),
                         self.services.config.ask_timeout_s,
                     )
-                    if settlement.expected is not None:  # not reported in time
+                    if settlement.effects:  # not reported in time: counted as walked through
                         log.info(
                             "gate.passage_unreported",
                             extra={"gate": gate_id, "scan_id": scan_id, "counted_as": "passed"},
                         )
-                        walked = attrs.evolve(settlement, passed=True)
-                        self.services.spawn(self._settle_quietly, walked)
+                        self.services.spawn(self._settle_quietly, settlement)
                 except Exception:
                     log.exception("gate.passage_timeout_failed", extra={"gate": gate_id})
             if self._timers:
@@ -293,7 +304,7 @@ class GateDesk:
 
     async def _settle_quietly(self, settlement: Settlement) -> None:
         try:
-            await settle(self.gate_env, settlement)
+            await self.settle(settlement)
         except Exception:
             log.exception("gate.passage_settle_failed", extra={"scan_id": settlement.scan_id})
 

@@ -19,7 +19,7 @@ from devices.gate_agent import (
     next_ref,
 )
 from devices.journal import Journal
-from devices.offline import LocalUse
+from devices.offline import LocalUse, grant_of
 from devices.simulators import DisplaySimulator, ScannerSimulator, TurnstileSimulator
 from devices.turnstile_protocol import Mode, Nak, OpenEntry
 from server.workers import free_port
@@ -457,9 +457,9 @@ def test_turnstile_refs_run_from_1_to_65535_and_wrap_to_1(ref):
 
 def test_an_exit_nobody_made_leaves_the_visitor_inside_for_the_offline_rules(tmp_path):
     use = LocalUse()
-    use.admitted("T1", "entry")
-    use.admitted("T1", "exit")
-    use.given_back("T1", "exit", consumed=False)  # TIMEOUT: the visitor did not walk out
+    use.admitted("T1", grant_of("entry"))
+    before_exit = use.admitted("T1", grant_of("exit"))
+    use.given_back("T1", consumed=False, was_inside=before_exit.inside)  # TIMEOUT: not walked out
     assert "T1" in use.inside  # so the next entry on T1 is refused (passback)
     journal = Journal(tmp_path / "g.journal")
     at = datetime.now(UTC)

@@ -235,6 +235,28 @@ async def test_gate_modes_are_pushed_and_obeyed(dsn, db):
     assert await db.fetchval("SELECT mode FROM gates WHERE gate_id = 'G-MAIN-1'") == "normal"
 
 
+async def test_a_forged_code_let_through_in_free_passage_is_recorded_once_and_awaits_its_passage(
+    dsn, db
+):
+    async with running_server(dsn, db, GATES) as server:
+        async with (
+            connect(server.url, "admin-1", server.tokens["admin-1"]) as admin,
+            connect(server.url, "G-MAIN-1", server.tokens["G-MAIN-1"]) as gate,
+        ):
+            await admin.request("gate.set_mode", gate="G-MAIN-1", mode="free")
+            first = await scan(gate, "hello", scan_id="f1")
+            passage = await gate.request("gate.passage", scan_id="f1", passed=True)
+            await admin.request("gate.set_mode", gate="G-MAIN-1", mode="normal")
+            again = await scan(gate, "hello", scan_id="f1")
+            occupancy = await admin.request("site.occupancy")
+    assert (first["granted"], first["ticket"], first["passage_timeout_s"] > 0) == (True, None, True)
+    assert passage == {"scan_id": "f1", "recorded": True}
+    assert (again["granted"], again["reason"]) == (True, "ok")  # the first verdict stands
+    row = await db.fetchrow("SELECT ticket_id, granted, passed FROM scans WHERE scan_id = 'f1'")
+    assert dict(row) == {"ticket_id": None, "granted": True, "passed": True}
+    assert occupancy["zones"]["main"]["entries"] == 1
+
+
 async def test_occupancy_counts_passages_and_is_pushed_to_admins(dsn, db):
     async with running_server(dsn, db, GATES) as server:
         tickets = await buy(server, quantity=3)

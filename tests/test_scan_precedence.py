@@ -8,7 +8,8 @@ import attrs
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.tickets.rules import GateView, ScanMoment, TicketState, decide_scan
+from actors.tickets.domain import decide_scan
+from actors.tickets.rules import GateView, ScanMoment, TicketState
 
 TODAY = date(2026, 10, 1)
 NOON = ScanMoment(TODAY, time(12, 30), {"AM": (time(8), time(12)), "PM": (time(12), time(17, 30))})

@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import date, time
+from datetime import UTC, date, datetime, time
 
 import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.tickets.rules import (
-    DISPLAY,
-    REASONS,
-    GateView,
-    ScanMoment,
-    TicketState,
-    decide_scan,
-    give_back,
-)
+from actors.tickets.domain import EntryGivenBack, decide_scan, evolve
+from actors.tickets.rules import DISPLAY, REASONS, GateView, ScanMoment, TicketState
 
 TODAY = date(2026, 10, 1)
 NOON = ScanMoment(TODAY, time(12, 30), {"AM": (time(8), time(12)), "PM": (time(12), time(17, 30))})
 GATE = GateView("G1", "main")
 SINGLE = TicketState("T1", "O1", "adult", TODAY, None, 1, ("main",), True)
+AT = datetime(2026, 10, 1, 4, 30, tzinfo=UTC)
 
 
 def scan(ticket, direction="entry", gate=GATE, moment=NOON):
@@ -118,8 +112,9 @@ def test_free_passage_admits_everyone_and_consumes_nothing():
 
 
 def test_give_back_restores_the_entry():
-    _, after = scan(SINGLE)
-    assert give_back(after, was_inside=False) == SINGLE
+    verdict, after = scan(SINGLE)
+    given_back = EntryGivenBack("T1", "G1", "s1", verdict.consumed, SINGLE.inside, AT)
+    assert evolve(after, given_back) == SINGLE
 
 
 tickets = st.builds(

@@ -1,157 +1,162 @@
-"""GateActor: one per gate; its mode, and the passages it waits for after each grant.
+"""GateActor: one per gate; the passages it waits for after each grant, its mode, forged codes.
 
-A grant opens the turnstile; the gate then reports whether the visitor
-walked through (``gate.passage``). The gate actor keeps each granted scan
-until that report or until ``passage_timeout_s`` passes, and hands back a
-:class:`Settlement`: a passage (reported, or nobody reported it in time: an
-entry wrongly kept costs a word with staff, one wrongly given back admits a
-second person) counts toward the zone's occupancy; a reported non-passage
-gives the entry back to the ticket through the ticket's own actor
-(:func:`settle` does both, outside the gate actor). Mode changes
-(normal, locked, free passage) are stored, then pushed to the gate.
+The actor feeds each command through the pure :func:`~actors.gates.domain.decide`,
+stores what must be stored first (a mode; the scan of a forged code, through
+group commit), evolves the gate, hands what
+:func:`~actors.gates.domain.react` asks for to its :class:`GateOutside`, and
+replies. A passage report or timeout is answered with a :class:`Settlement`
+instead: :func:`settle` writes it down in the caller's task, outside the gate
+actor, so one gate's passages commit concurrently instead of queueing behind
+each other (a non-passage gives the entry back through the ticket's own
+actor). Pending passages live in memory only (see docs/gates.md).
+
+The shell knows no database and no server: :class:`GateStore` and
+:class:`GateOutside` are the interfaces it needs, implemented in server/.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from datetime import datetime
-from functools import partial
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import attrs
 
-from actors.tickets.actor import GiveBack
-from server.storage.tickets import PASSAGE_WRITER, set_gate_mode
+from actors.gates.domain import (
+    Command,
+    Event,
+    ExpectPassage,
+    Gate,
+    GiveBackEntry,
+    ModeSet,
+    Passage,
+    PassageTimedOut,
+    RecordPassage,
+    ScanForgedCode,
+    SetMode,
+    decide,
+    evolve,
+    react,
+)
+from actors.tickets.actor import AfterCommit, ScanOutcome
+from actors.tickets.domain import CountPassage, JournalEntry, conflict_of, verdict_of
+from actors.tickets.rules import Verdict
 
 log = logging.getLogger("scenic.actors.gate")
 
 
-@attrs.frozen
-class ExpectPassage:
-    """A scan was granted: wait for the visitor to walk through."""
+class GateStore(Protocol):
+    """What the gate shell needs from storage; server/storage/tickets.py implements it."""
 
-    scan_id: str
-    ticket_id: str | None
-    direction: str
-    consumed: bool
-    was_inside: bool
-    deadline: float  # trio time
+    async def store_mode(self, event: ModeSet) -> None:
+        """Store the gate's mode (who set it, and when)."""
 
+    async def record_passage(self, effect: RecordPassage) -> tuple[str, str] | None:
+        """Settle a granted scan's passage through group commit.
 
-@attrs.frozen
-class Passage:
-    """The turnstile reports whether the visitor of ``scan_id`` walked through."""
+        Returns the scan's ``(zone, direction)``, or ``None`` when the scan is
+        unknown, was refused, or its passage was settled before.
+        """
 
-    scan_id: str
-    passed: bool
-    at: datetime
+    async def record_forged_scan(self, events: Sequence[Event]) -> bool:
+        """Record the scan of a forged code (and its conflict, in the same write).
 
+        Returns False when this gate sent this scan id before (nothing is written).
+        """
 
-@attrs.frozen
-class PassageTimedOut:
-    """Nobody reported the passage of ``scan_id`` in time."""
-
-    scan_id: str
-    at: datetime
+    async def stored_verdict(self, gate_id: str, scan_id: str) -> Verdict:
+        """The verdict first recorded for this gate's scan ``scan_id``."""
 
 
-@attrs.frozen
-class SetMode:
-    """An admin sets the gate's mode."""
+class GateOutside(AfterCommit, Protocol):
+    """The world around the gate shell: the effects sink, and the tickets' actors."""
 
-    mode: str
-    by: str
-    at: datetime
+    async def give_back(self, effect: GiveBackEntry) -> None:
+        """Give a ticket's entry back through that ticket's actor, and wait for it."""
 
 
 @attrs.frozen
 class GateEnvironment:
-    """What gate actors share."""
+    """What gate actors share: their storage and the world around them."""
 
-    run: Callable[..., Awaitable]  # Database.run
-    submit: Callable[..., Awaitable]  # GroupCommitter.submit
-    submit_bulk: Callable[..., Awaitable]  # GroupCommitter.submit_bulk
-    #: ask a ticket's actor: (ticket_id, command) -> reply
-    ask_ticket: Callable[[str, Any], Awaitable[Any]]
-    #: a passage happened: (zone, direction)
-    passed: Callable[[str, str], None]
-    #: call PassageTimedOut for (gate_id, scan_id) at the trio time given
-    watch: Callable[[str, str, float], None]
-    #: the gate's mode changed: store it in memory and tell the gate
-    mode_changed: Callable[[str, str], None]
-
-
-class GateActor:
-    """Owns one gate's mode changes and its pending passages."""
-
-    def __init__(self, gate_id: str, env: GateEnvironment) -> None:
-        self.gate_id = gate_id
-        self.env = env
-        self.pending: dict[str, ExpectPassage] = {}
-
-    async def load(self) -> None:
-        """Nothing to read: pending passages do not outlive the process (see docs/gates.md)."""
-
-    async def handle(self, command: Any) -> Any:
-        """Handle one gate command: in memory, except a mode change, which is stored first.
-
-        A passage report or timeout returns a :class:`Settlement` for :func:`settle`.
-        """
-        if isinstance(command, ExpectPassage):
-            self.pending[command.scan_id] = command
-            self.env.watch(self.gate_id, command.scan_id, command.deadline)
-            return {}
-        if isinstance(command, Passage | PassageTimedOut):
-            passed = isinstance(command, Passage) and command.passed
-            return self._settle(command.scan_id, passed, command.at)
-        if isinstance(command, SetMode):
-            await self.env.submit(
-                partial(_store_mode, self.gate_id, command.mode, command.by, command.at)
-            )
-            self.env.mode_changed(self.gate_id, command.mode)
-            log.info("gate.mode", extra={"gate": self.gate_id, "mode": command.mode})
-            return {"gate": self.gate_id, "mode": command.mode}
-        raise TypeError(f"not a gate command: {command!r}")
-
-    def _settle(self, scan_id: str, passed: bool, at: datetime) -> Settlement:
-        return Settlement(self.gate_id, scan_id, passed, at, self.pending.pop(scan_id, None))
+    store: GateStore
+    outside: GateOutside
 
 
 @attrs.frozen
 class Settlement:
-    """How a granted scan ended; :func:`settle` writes it down outside the actor."""
+    """How a granted scan ended; :func:`settle` carries it out outside the actor."""
 
     gate_id: str
     scan_id: str
-    passed: bool
-    at: datetime
-    #: what the grant was, if this process still knew (not after a restart)
-    expected: ExpectPassage | None
+    #: what settles it: none when a timeout found the passage reported already
+    effects: tuple[RecordPassage | GiveBackEntry, ...]
+
+
+class GateActor:
+    """Owns one gate's pending passages, its mode changes and its forged-code scans."""
+
+    def __init__(self, gate_id: str, env: GateEnvironment) -> None:
+        self.gate_id = gate_id
+        self.env = env
+        self.gate = Gate(gate_id)
+
+    async def load(self) -> None:
+        """Nothing to read: pending passages do not outlive the process (see docs/gates.md)."""
+
+    async def handle(self, command: Command) -> Any:
+        """Handle one gate command; what must be stored is stored before the reply.
+
+        Replies: ``{}`` for an expected passage; a :class:`Settlement` (for
+        :func:`settle`) for a report or timeout; ``{"gate", "mode"}`` for a
+        mode; a :class:`~actors.tickets.actor.ScanOutcome` for a forged code.
+        """
+        events = decide(self.gate, command)
+        if isinstance(command, SetMode):
+            (event,) = events
+            await self.env.store.store_mode(event)
+        elif isinstance(command, ScanForgedCode) and not await self.env.store.record_forged_scan(
+            events
+        ):  # this gate sent this scan id before: its first verdict stands
+            forged = command.command
+            scan = forged.scan if isinstance(forged, JournalEntry) else forged
+            verdict = await self.env.store.stored_verdict(self.gate_id, scan.scan_id)
+            return ScanOutcome(verdict, None, repeated=True)
+        effects = []
+        for event in events:
+            self.gate = evolve(self.gate, event)
+            effects.extend(react(self.gate, event))
+        settling = tuple(e for e in effects if isinstance(e, RecordPassage | GiveBackEntry))
+        now = [e for e in effects if not isinstance(e, RecordPassage | GiveBackEntry)]
+        if now:
+            self.env.outside.carry_out(now)
+        if isinstance(command, ExpectPassage):
+            return {}
+        if isinstance(command, Passage | PassageTimedOut):
+            return Settlement(self.gate_id, command.scan_id, settling)
+        if isinstance(command, SetMode):
+            log.info("gate.mode", extra={"gate": self.gate_id, "mode": command.mode})
+            return {"gate": self.gate_id, "mode": command.mode}
+        conflict = conflict_of(events)
+        return ScanOutcome(
+            verdict_of(events), None, conflict=None if conflict is None else conflict.kind
+        )
 
 
 async def settle(env: GateEnvironment, settlement: Settlement) -> dict[str, Any]:
-    """Record a passage (counting occupancy) or give the entry back.
+    """Record a passage (counting occupancy) or give the entry back; the ``gate.passage`` reply.
 
     Runs in the caller's task, not in the gate's actor, so one gate's
     passages commit concurrently instead of queueing behind each other.
     """
-    gate_id, scan_id, at = settlement.gate_id, settlement.scan_id, settlement.at
-    expected = settlement.expected
-    if settlement.passed:
-        settled = await env.submit_bulk(PASSAGE_WRITER, (gate_id, scan_id, True, at))
-        if settled is not None:
-            env.passed(*settled)
-        return {"scan_id": scan_id, "recorded": settled is not None}
-    if expected is not None and expected.ticket_id is not None:
-        await env.ask_ticket(
-            expected.ticket_id,
-            GiveBack(gate_id, scan_id, expected.consumed, expected.was_inside, at),
-        )
-        return {"scan_id": scan_id, "recorded": True}
-    settled = await env.submit_bulk(PASSAGE_WRITER, (gate_id, scan_id, False, at))
-    return {"scan_id": scan_id, "recorded": settled is not None}
-
-
-async def _store_mode(gate_id: str, mode: str, by: str, at: datetime, conn) -> None:
-    await set_gate_mode(conn, gate_id, mode, by, at)
+    recorded = False
+    for effect in settlement.effects:
+        if isinstance(effect, GiveBackEntry):
+            await env.outside.give_back(effect)
+            recorded = True
+            continue
+        where = await env.store.record_passage(effect)
+        recorded = where is not None
+        if where is not None and effect.passed:
+            env.outside.carry_out([CountPassage(*where)])
+    return {"scan_id": settlement.scan_id, "recorded": recorded}

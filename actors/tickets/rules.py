@@ -1,9 +1,15 @@
 """Entry rules as pure functions: a ticket, a gate, a direction, a moment in; a verdict out.
 
-:func:`decide_scan` says whether a scanned ticket may pass a gate and what
-its state becomes; :func:`give_back` undoes an entry the visitor never walked
-through. No I/O, no clock: the local date and time come in a
-:class:`ScanMoment`. The reasons are stable codes the gate shows and logs:
+The values the rules speak of (:class:`TicketState`, :class:`GateView`,
+:class:`ScanMoment`, :class:`Verdict`) and the rules themselves:
+:func:`judge_scan` says whether a scanned ticket may pass a gate now;
+:func:`verdict_by_mode` is what a gate's mode imposes on every scan, and
+:func:`verdict_without_ticket` the verdict for a code that names no ticket.
+The server's ticket actor, its gate actor (forged codes) and the offline gate
+agent all judge with these. What a verdict does to the ticket (an entry used,
+an exit, an entry given back) is in :mod:`actors.tickets.domain`. No I/O, no
+clock: the local date and time come in a :class:`ScanMoment`. The reasons are
+stable codes the gate shows and logs:
 
 ``ok`` ``forged`` ``unknown`` ``not_today`` ``wrong_slot`` ``used_up``
 ``refunded`` ``passback`` ``wrong_gate`` ``gate_closed``
@@ -59,6 +65,14 @@ EARLY_ENTRY = timedelta(minutes=30)
 
 
 @attrs.frozen
+class Use:
+    """A ticket's use so far: entries used on its day, and whether its visitor is inside."""
+
+    entries_used: int = 0
+    inside: bool = False
+
+
+@attrs.frozen
 class TicketState:
     """What the rules know of one ticket, and its use so far."""
 
@@ -82,6 +96,11 @@ class TicketState:
         if self.entries_allowed is None:
             return None
         return max(self.entries_allowed - self.entries_used, 0)
+
+    @property
+    def use(self) -> Use:
+        """The ticket's use so far (what scans and give-backs change)."""
+        return Use(self.entries_used, self.inside)
 
 
 @attrs.frozen
@@ -112,13 +131,15 @@ def moment_at(at: datetime, zone: tzinfo, slots: dict[str, tuple[time, time]]) -
 
 @attrs.frozen
 class Verdict:
-    """The answer to one scan."""
+    """The answer to one scan, and what it does to the ticket once its visitor walks through."""
 
     granted: bool
     reason: str
     entries_left: int | None
-    #: the scan used up an entry (given back if the visitor does not walk through)
+    #: the scan uses up an entry (given back if the visitor does not walk through)
     consumed: bool = False
+    #: the scan is an exit: the ticket is no longer inside once its visitor walks out
+    leaves: bool = False
 
     @property
     def text_zh(self) -> str:
@@ -136,35 +157,62 @@ def refused(reason: str) -> Verdict:
     return Verdict(False, reason, None)
 
 
-def decide_scan(
+def verdict_by_mode(mode: str, entries_left: int | None = None) -> Verdict | None:
+    """What a gate's mode imposes on every scan, whatever the code; ``None`` in normal mode.
+
+    A locked gate refuses everything (``gate_closed``); a gate in free
+    passage grants everything, forged codes included, and consumes nothing
+    (``entries_left`` is the ticket's, when there is one). Raises
+    ``ValueError`` for a mode that is not one of :data:`MODES`.
+    """
+    if mode == "normal":
+        return None
+    if mode == "locked":
+        return refused("gate_closed")
+    if mode == "free":  # emergency: everyone through, nothing consumed
+        return Verdict(True, "ok", entries_left)
+    raise ValueError(f"mode must be one of {MODES}")
+
+
+def verdict_without_ticket(mode: str, reason: str) -> Verdict:
+    """The verdict on a code that names no ticket: ``reason`` unless the gate's mode says.
+
+    The gate's mode wins over the code (:func:`verdict_by_mode`): locked
+    refuses ``gate_closed``, free passage grants; in normal mode the scan is
+    refused with ``reason``.
+    """
+    imposed = verdict_by_mode(mode)
+    return refused(reason) if imposed is None else imposed
+
+
+def judge_scan(
     ticket: TicketState | None, gate: GateView, direction: str, moment: ScanMoment
-) -> tuple[Verdict, TicketState | None]:
-    """May this ticket pass this gate now, and what is its state afterwards?"""
+) -> Verdict:
+    """May this ticket (``None``: the code names none) pass this gate now, in this direction?
+
+    The precedence of the module docstring, from the gate's mode down.
+    Raises ``ValueError`` for a direction that is not one of :data:`DIRECTIONS`.
+    """
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}")
-    if gate.mode == "locked":
-        return refused("gate_closed"), ticket
     if ticket is None:
-        return (
-            (Verdict(True, "ok", None), None)
-            if gate.mode == "free"
-            else (
-                refused("unknown"),
-                None,
-            )
-        )
-    if gate.mode == "free":  # emergency: everyone through, nothing consumed
-        return Verdict(True, "ok", ticket.entries_left), ticket
+        return verdict_without_ticket(gate.mode, "unknown")
+    imposed = verdict_by_mode(gate.mode, ticket.entries_left)
+    if imposed is not None:
+        return imposed
     if direction == "exit":
-        return Verdict(True, "ok", ticket.entries_left), attrs.evolve(ticket, inside=False)
-    reason = _entry_refusal(ticket, gate, moment)
+        return Verdict(True, "ok", ticket.entries_left, leaves=True)
+    reason = entry_refusal(ticket, gate, moment)
     if reason is not None:
-        return Verdict(False, reason, ticket.entries_left), ticket
-    after = attrs.evolve(ticket, entries_used=ticket.entries_used + 1, inside=True)
-    return Verdict(True, "ok", after.entries_left, consumed=True), after
+        return Verdict(False, reason, ticket.entries_left)
+    left = None
+    if ticket.entries_allowed is not None:
+        left = max(ticket.entries_allowed - ticket.entries_used - 1, 0)
+    return Verdict(True, "ok", left, consumed=True)
 
 
-def _entry_refusal(ticket: TicketState, gate: GateView, moment: ScanMoment) -> str | None:
+def entry_refusal(ticket: TicketState, gate: GateView, moment: ScanMoment) -> str | None:
+    """Why this ticket may not enter at this gate now (in the documented order), or ``None``."""
     if ticket.refunded:
         return "refunded"
     if gate.zone not in ticket.zones or (
@@ -190,8 +238,3 @@ def _within(now: time, starts: time, ends: time) -> bool:
 
     opening = max(seconds(starts) - int(EARLY_ENTRY.total_seconds()), 0)
     return opening <= seconds(now) < seconds(ends)
-
-
-def give_back(ticket: TicketState, was_inside: bool) -> TicketState:
-    """The ticket after a granted entry the visitor never walked through."""
-    return attrs.evolve(ticket, entries_used=max(ticket.entries_used - 1, 0), inside=was_inside)

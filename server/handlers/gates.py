@@ -1,36 +1,28 @@
 """Ops for gates: scans streamed by gate agents, passages, modes, occupancy, offline journals.
 
 ``ticket.scan`` is the hot path: the code's tag is checked (one HMAC), the
-scan goes to the ticket's actor, which decides and records it through group
-commit, and the reply goes out after the commit. Gates pipeline their scans;
-each reply carries the scan id.
+scan goes to the ticket's actor (a forged code's to the gate's own actor),
+which decides it with the pure rules, records it through group commit and
+leaves the gate waiting for the passage of a grant; the reply goes out after
+the commit. Gates pipeline their scans; each reply carries the scan id.
+The handlers only translate: every rule is in actors/.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import attrs
-import trio
-
-from actors.gates.actor import ExpectPassage, Passage, SetMode, settle
-from actors.tickets.actor import (
-    OfflineDecision,
-    ScanOutcome,
-    ScanTicket,
-    conflict_detail,
-    merge_offline_forged,
-)
+from actors.gates.domain import Passage, ScanForgedCode, SetMode
+from actors.tickets.actor import ScanOutcome
 from actors.tickets.codes import ForgedCode
-from actors.tickets.rules import MODES, REASONS, GateView, Verdict, refused
+from actors.tickets.domain import JournalEntry, OfflineDecision, ScanTicket
+from actors.tickets.rules import MODES, REASONS, Verdict
 from server.errors import BadRequest
 from server.ops import DEVICE_ID_PATTERN, OpContext, OpTable
 from server.schema import Arg
 from server.storage import tickets as ticket_queries
-from server.storage.tickets import ScanRecord
 
 if TYPE_CHECKING:
     from server.app import Services
@@ -78,15 +70,16 @@ async def scan_ticket(
 ) -> ScanOutcome:
     """Decide and record one scan (online, or an entry of an offline gate's journal).
 
-    An online scan is judged with the gate's mode now. A journal entry is
-    judged as a gate in normal mode would judge it: the server does not
-    know the mode an offline gate was in, and what it decided is in the entry.
+    The scan goes to the actor of the ticket its code names, or, for a code
+    this site did not make, to the gate's own actor. An online scan is
+    judged with the gate's mode now; a journal entry as a gate in normal
+    mode would judge it (:func:`actors.tickets.domain.in_normal_mode`). A
+    granted online scan leaves the gate waiting for its passage.
     """
     desk = services.gates
-    gate = desk.view(gate_id)
-    if offline is not None and gate.mode != "normal":
-        gate = attrs.evolve(gate, mode="normal")
     now = services.clock()
+    scan = ScanTicket(desk.view(gate_id), scan_id, direction, at, now, desk.moment(at), code[:64])
+    command = scan if offline is None else JournalEntry(scan, offline)
     try:
         ticket_id = services.ticket_id_of_code(code)
     except ForgedCode as exc:
@@ -100,68 +93,12 @@ async def scan_ticket(
                 "offline_granted": offline is not None and offline.granted,
             },
         )
-        return await _scan_forged(services, gate, scan_id, code, at, now, direction, offline, exc)
-    return await services.registry.ask(
-        ("ticket", ticket_id),
-        ScanTicket(gate, scan_id, direction, at, now, desk.moment(at), code[:64], offline),
-        services.config.ask_timeout_s,
-    )
-
-
-async def _scan_forged(
-    services: Services,
-    gate: GateView,
-    scan_id: str,
-    code: str,
-    at: datetime,
-    now: datetime,
-    direction: str,
-    offline: OfflineDecision | None,
-    forged: ForgedCode,
-) -> ScanOutcome:
-    """Record a scan of a code this site did not make; it names no ticket, so no actor."""
-    if gate.mode == "locked":
-        verdict = refused("gate_closed")
-    elif gate.mode == "free":
-        verdict = Verdict(True, "ok", None)
-    else:
-        verdict = refused("forged")
-    conflict = None
-    if offline is not None:
-        verdict, conflict = merge_offline_forged(offline)
-    record = ScanRecord(
-        gate.gate_id,
-        scan_id,
-        None,
-        gate.zone,
-        direction,
-        at,
-        now,
-        verdict.granted,
-        verdict.reason,
-        None,
-        False,
-        offline=offline is not None,
-        passed=None if offline is None else offline.passed,
-        code_hint=code[:64],
-    )
-    if conflict is None:
-        recorded = await services.committer.submit_bulk(ticket_queries.SCAN_WRITER, (record, None))
-        recorded = recorded is not None
-    else:
-        recorded = await services.committer.submit(
-            partial(
-                ticket_queries.record_scan_and_conflict,
-                scan=record,
-                kind=conflict,
-                detail=conflict_detail(conflict, forged.message),
-            )
+        return await services.registry.ask(
+            ("gate", gate_id), ScanForgedCode(command, exc.message), services.config.ask_timeout_s
         )
-    if not recorded:  # this gate sent this scan id before
-        stored = await services.db.run(ticket_queries.stored_verdict, gate.gate_id, scan_id)
-        verdict = Verdict(stored.granted, stored.reason, stored.entries_left)
-        return ScanOutcome(verdict, None, repeated=True)
-    return ScanOutcome(verdict, None, conflict=conflict)
+    return await services.registry.ask(
+        ("ticket", ticket_id), command, services.config.ask_timeout_s
+    )
 
 
 def register(table: OpTable) -> None:
@@ -184,21 +121,8 @@ def register(table: OpTable) -> None:
         outcome = await scan_ticket(
             services, ctx.device_id, args["scan_id"], args["code"], at, args["direction"]
         )
-        verdict = outcome.verdict
         timeout_s = services.gates.passage_timeout_s
-        if verdict.granted and not outcome.repeated:
-            services.registry.tell(
-                ("gate", ctx.device_id),
-                ExpectPassage(
-                    args["scan_id"],
-                    outcome.ticket_id,
-                    args["direction"],
-                    verdict.consumed,
-                    outcome.was_inside,
-                    trio.current_time() + timeout_s,
-                ),
-            )
-        return verdict_reply(args["scan_id"], verdict, outcome.ticket_id, timeout_s)
+        return verdict_reply(args["scan_id"], outcome.verdict, outcome.ticket_id, timeout_s)
 
     @table.op("gate.passage", roles={"gate"}, args=(SCAN_ID, Arg("passed", "bool")))
     async def gate_passage(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
@@ -209,7 +133,7 @@ def register(table: OpTable) -> None:
             Passage(args["scan_id"], args["passed"], services.clock()),
             services.config.ask_timeout_s,
         )
-        return await settle(services.gates.gate_env, settlement)
+        return await services.gates.settle(settlement)
 
     @table.op("gate.config", roles={"gate", "admin"})
     async def gate_config(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
@@ -309,12 +233,6 @@ def register(table: OpTable) -> None:
                         "kind": outcome.conflict,
                     }
                 )
-            if outcome.verdict.granted and entry["passed"]:
-                services.gates.passed(services.gates.view(ctx.device_id).zone, entry["direction"])
-        if conflicts:
-            log.warning(
-                "gate.journal_conflicts", extra={"gate": ctx.device_id, "conflicts": conflicts}
-            )
         return {"merged": merged, "repeated": repeated, "conflicts": conflicts}
 
     @table.op(

@@ -5,6 +5,8 @@ thread: the writes inside a group-commit batch, the reads through
 :meth:`Database.run`. A write that changes a ticket checks the version it
 read (:class:`StaleTicket` otherwise), so a second server process's stale
 copy can never admit a ticket twice; a scan id is recorded once per gate.
+:mod:`server.storage.ticket_store` turns the ticket and gate actors' events
+into these rows.
 """
 
 from __future__ import annotations
@@ -15,9 +17,7 @@ import asyncpg
 import attrs
 import outcome
 
-
-class StaleTicket(Exception):
-    """Another server process changed the ticket since it was read: reload and decide again."""
+from actors.tickets.actor import StaleTicket
 
 
 @attrs.frozen
