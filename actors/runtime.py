@@ -110,27 +110,53 @@ class _InlineCell:
 
 
 class Registry:
-    """Live actors by key. Obtain one from :func:`open_registry`."""
+    """Live actors by key.
+
+    Made first and run after (:meth:`running`), so that what the actors need
+    (and what needs to ask them) can be built with the registry in hand;
+    :func:`open_registry` does both at once. Asked before it runs or after it
+    stopped, it answers :class:`Overloaded`.
+    """
 
     def __init__(
         self,
-        factories: Mapping[str, ActorFactory],
-        nursery: trio.Nursery,
+        *,
         mailbox_size: int,
         idle_after_s: float,
         inline_kinds: frozenset[str] = frozenset(),
     ) -> None:
-        self._factories = dict(factories)
+        self._factories: dict[str, ActorFactory] = {}
         self._inline_kinds = frozenset(inline_kinds)
         self._inline: dict[ActorKey, _InlineCell] = {}
-        self._nursery = nursery
+        self._nursery: trio.Nursery | None = None
         self._mailbox_size = mailbox_size
         self._idle_after_s = idle_after_s
         self._cells: dict[ActorKey, _Cell] = {}
-        self._closing = False
+        self._closing = True  # until running
         self._spawned = 0
         self._restarts = 0
         self._passivations = 0
+
+    @asynccontextmanager
+    async def running(
+        self, factories: Mapping[str, ActorFactory], *, drain_timeout_s: float
+    ) -> AsyncIterator[Registry]:
+        """Host actors of the kinds in ``factories`` while the block runs, in a nursery of its own.
+
+        On exit: no new asks, queued messages are handled within
+        ``drain_timeout_s``, then whatever is left is cancelled. A registry runs once.
+        """
+        if self._nursery is not None:
+            raise RuntimeError("a registry runs once")
+        async with trio.open_nursery() as nursery:
+            self._factories = dict(factories)
+            self._nursery = nursery
+            self._closing = False
+            try:
+                yield self
+            finally:
+                self._close()
+                nursery.cancel_scope.deadline = trio.current_time() + drain_timeout_s
 
     async def ask(self, key: ActorKey, command: Any, timeout: float) -> Any:
         """Send ``command`` to the actor of ``key`` and return its reply.
@@ -143,7 +169,7 @@ class Registry:
         without a factory.
         """
         if self._closing:
-            raise Overloaded("the server is shutting down")
+            raise Overloaded("the actors are not running (the server is starting or stopping)")
         if key[0] in self._inline_kinds:
             return await self._ask_inline(key, command, timeout)
         letter = _Letter(command)
@@ -204,7 +230,7 @@ class Registry:
         registry is shutting down.
         """
         if self._closing:
-            raise Overloaded("the server is shutting down")
+            raise Overloaded("the actors are not running (the server is starting or stopping)")
         if key[0] in self._inline_kinds:
             raise TypeError(f"{key[0]} actors run inline: ask them")
         letter = _Letter(command)
@@ -240,6 +266,7 @@ class Registry:
             cell = _Cell(key, self._factories[key[0]](key[1]), self._mailbox_size)
             self._cells[key] = cell
             self._spawned += 1
+            assert self._nursery is not None  # ask and tell refuse until running
             self._nursery.start_soon(self._live, cell, name=f"actor {key[0]}:{key[1]}")
         return cell
 
@@ -335,15 +362,9 @@ async def open_registry(
     drain_timeout_s: float,
     inline_kinds: frozenset[str] = frozenset(),
 ) -> AsyncIterator[Registry]:
-    """A registry whose actors live in a nursery owned by this context.
-
-    On exit: no new asks, queued messages are handled within
-    ``drain_timeout_s``, then whatever is left is cancelled.
-    """
-    async with trio.open_nursery() as nursery:
-        registry = Registry(factories, nursery, mailbox_size, idle_after_s, inline_kinds)
-        try:
-            yield registry
-        finally:
-            registry._close()
-            nursery.cancel_scope.deadline = trio.current_time() + drain_timeout_s
+    """A registry hosting ``factories``' kinds while the block runs (:meth:`Registry.running`)."""
+    registry = Registry(
+        mailbox_size=mailbox_size, idle_after_s=idle_after_s, inline_kinds=inline_kinds
+    )
+    async with registry.running(factories, drain_timeout_s=drain_timeout_s):
+        yield registry

@@ -36,7 +36,7 @@ from clients.client import Client, stay_connected
 from loadtest.local_server import LocalServer, local_server, scenic_command
 from server.channels.keys import load_or_create_channel_keys
 from server.channels.signing import signed
-from server.selling import demo_catalog_source
+from server.site import demo_catalog_source
 
 
 def percentile_ms(latencies: list[float], fraction: float) -> float:

@@ -42,7 +42,7 @@ from loadtest.report import write_report
 from loadtest.scenario import Scenario, expected_sales
 from server.channels.keys import load_or_create_channel_keys
 from server.channels.remote import RemoteChannel
-from server.selling import demo_catalog_source
+from server.site import demo_catalog_source
 from server.workers import free_port
 
 KINDS = (

@@ -31,7 +31,7 @@ import trio
 from clients.client import Client, stay_connected
 from loadtest.local_server import LocalServer, local_server
 from loadtest.payments import percentile_ms
-from server.selling import demo_catalog_source
+from server.site import demo_catalog_source
 
 
 async def sell_tickets(kiosk: Client, count: int) -> list[str]:

@@ -3,7 +3,7 @@
 A token is 32 random bytes, URL-safe base64 text, shown once when the device is
 added. Only its SHA-256 is stored: a token has full entropy, so a slow password
 hash would add latency to every hello without adding safety. Checks compare
-digests in constant time.
+digests in constant time. :func:`authenticate` is the check ``hello`` makes.
 """
 
 from __future__ import annotations
@@ -11,6 +11,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+
+from server.errors import BadCredentials
+from server.storage import devices
+from server.storage.database import Database
 
 
 def new_token() -> str:
@@ -33,3 +37,18 @@ def hash_token(token: str) -> bytes:
 def token_matches(token: str, stored_hash: bytes) -> bool:
     """True when ``token`` hashes to ``stored_hash``, compared in constant time."""
     return hmac.compare_digest(hash_token(token), bytes(stored_hash))
+
+
+async def authenticate(db: Database, device_id: str, token: str) -> devices.DeviceRecord:
+    """The device ``device_id`` if ``token`` is its current token.
+
+    Raises :class:`~server.errors.BadCredentials` for an unknown or revoked
+    device or a wrong token, with one message for all three so a prober
+    learns nothing.
+    """
+    device = await devices.get_device(db, device_id)
+    if device is None or device.revoked_at is not None:
+        raise BadCredentials("unknown device, revoked device or wrong token")
+    if not token_matches(token, device.token_hash):
+        raise BadCredentials("unknown device, revoked device or wrong token")
+    return device

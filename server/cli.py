@@ -37,9 +37,10 @@ from server.channels.keys import fingerprints, read_channel_keys
 from server.config import LOG_LEVELS, ServerConfig
 from server.errors import ScenicError
 from server.flags import log_level, port_number, seconds, websocket_url, worker_count
+from server.keyring import TicketKeyring
 from server.logs import configure_logging
 from server.ops import ROLES
-from server.selling import TicketKeyring, business_date
+from server.site import business_date
 from server.startup import StartupError, UsageError, check_data_dir, check_database
 from server.storage import channel_keys, devices, site
 from server.storage.command import command_database

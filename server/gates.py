@@ -20,7 +20,7 @@ import heapq
 import logging
 from collections.abc import Callable, Sequence
 from datetime import date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import attrs
@@ -37,17 +37,18 @@ from actors.gates.domain import (
     WatchPassage,
     counted,
 )
+from actors.runtime import Registry
 from actors.tickets.actor import TicketActor, TicketEnvironment
 from actors.tickets.book import TicketBook
 from actors.tickets.domain import AwaitPassage, CountPassage, Effect, FlagConflict
 from actors.tickets.rules import GateView, ScanMoment, TicketState, moment_at
-from server import fanout
+from server.fanout import Pushes
+from server.site import SiteState
 from server.storage import tickets as ticket_queries
+from server.storage.database import Database
+from server.storage.group_commit import GroupCommitter
 from server.storage.ticket_store import GateRecords, TicketRecords
 from server.storage.tickets import TicketRecord
-
-if TYPE_CHECKING:
-    from server.app import Services
 
 log = logging.getLogger("scenic.gates")
 
@@ -81,8 +82,25 @@ class GateDesk:
     way to a ticket's actor (``give_back``).
     """
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
+    def __init__(
+        self,
+        *,
+        db: Database,
+        committer: GroupCommitter,
+        site: SiteState,
+        clock: Callable[[], datetime],
+        pushes: Pushes,
+        actors: Registry,
+        ask_timeout_s: float,
+        spawn: Callable[..., None],
+    ) -> None:
+        self._db = db
+        self._site = site
+        self._clock = clock
+        self._pushes = pushes
+        self._actors = actors
+        self._ask_timeout_s = ask_timeout_s
+        self._spawn = spawn
         self.book = TicketBook()
         self.modes: dict[str, str] = {}
         self.occupancy: dict[str, Occupancy] = {}
@@ -91,8 +109,8 @@ class GateDesk:
         self._timer_changed = trio.Event()
         self._occupancy_changed = False
         self._views: dict[str, tuple[Catalog, GateView]] = {}
-        self._site: tuple[Catalog, ZoneInfo, dict] | None = None
-        db, committer = services.db, services.committer
+        #: the catalog whose zone and slot hours ``moment`` last worked out
+        self._hours: tuple[Catalog, ZoneInfo, dict] | None = None
         self.ticket_env = TicketEnvironment(
             TicketRecords(db, committer, self.state_of), self.book, self
         )
@@ -102,7 +120,7 @@ class GateDesk:
 
     def view(self, gate_id: str) -> GateView:
         """The gate as the entry rules see it (cached until the catalog or its mode changes)."""
-        catalog = self.services.current_catalog()
+        catalog = self._site.current_catalog()
         mode = self.modes.get(gate_id, "normal")
         cached = self._views.get(gate_id)
         if cached is not None and cached[0] is catalog and cached[1].mode == mode:
@@ -115,16 +133,16 @@ class GateDesk:
 
     def moment(self, at: datetime) -> ScanMoment:
         """The site's local date and time at ``at``, with the catalog's slot hours."""
-        catalog = self.services.current_catalog()
-        if self._site is None or self._site[0] is not catalog:
+        catalog = self._site.current_catalog()
+        if self._hours is None or self._hours[0] is not catalog:
             slots = {s.slot_id: (s.starts, s.ends) for s in catalog.slots}
-            self._site = (catalog, ZoneInfo(catalog.timezone), slots)
-        _, zone, slots = self._site
+            self._hours = (catalog, ZoneInfo(catalog.timezone), slots)
+        _, zone, slots = self._hours
         return moment_at(at, zone, slots)
 
     def state_of(self, record: TicketRecord) -> TicketState:
         """A stored ticket with its product's zones and anti-passback rule."""
-        product = self.services.current_catalog().product(record.product_id)
+        product = self._site.current_catalog().product(record.product_id)
         zones = product.zones if product is not None else ()
         anti_passback = product.anti_passback if product is not None else True
         return TicketState(
@@ -173,13 +191,15 @@ class GateDesk:
         heapq.heappush(self._timers, (deadline, gate_id, scan_id))
         self._timer_changed.set()
 
+    def mode_seen(self, gate_id: str, mode: str) -> None:
+        """Take up a gate's mode set through another server process (its NOTIFY)."""
+        self.modes[gate_id] = mode
+
     def mode_changed(self, gate_id: str, mode: str) -> None:
         """Keep a gate's new mode, push it to the gate, tell the other server processes."""
         self.modes[gate_id] = mode
-        self.services.push_to_device(
-            gate_id, "gate.mode", {"gate": gate_id, "mode": mode}, local=True
-        )
-        fanout.publish(self.services, {"kind": "gate.mode", "gate": gate_id, "mode": mode})
+        self._pushes.to_device(gate_id, "gate.mode", {"gate": gate_id, "mode": mode}, local=True)
+        self._pushes.publish({"kind": "gate.mode", "gate": gate_id, "mode": mode})
 
     # -- actors and their effects -----------------------------------------------------
 
@@ -201,7 +221,7 @@ class GateDesk:
         for effect in effects:
             if isinstance(effect, AwaitPassage):
                 deadline = trio.current_time() + self.passage_timeout_s
-                self.services.registry.tell(
+                self._actors.tell(
                     ("gate", effect.gate_id),
                     ExpectPassage(
                         effect.scan_id,
@@ -233,10 +253,7 @@ class GateDesk:
 
     async def give_back(self, effect: GiveBackEntry) -> None:
         """Give a ticket's entry back through the ticket's own actor."""
-        services = self.services
-        await services.registry.ask(
-            ("ticket", effect.ticket_id), effect.command, services.config.ask_timeout_s
-        )
+        await self._actors.ask(("ticket", effect.ticket_id), effect.command, self._ask_timeout_s)
 
     async def settle(self, settlement: Settlement) -> dict[str, Any]:
         """Carry out how a granted scan ended (``gate.passage``'s reply)."""
@@ -246,12 +263,12 @@ class GateDesk:
 
     async def load(self) -> None:
         """Read gate modes, warm today's tickets, count today's occupancy."""
-        db = self.services.db
+        db = self._db
         self.modes = await db.run(ticket_queries.gate_modes)
-        catalog = self.services.catalog
+        catalog = self._site.catalog
         if catalog is None:
             return
-        now = self.services.clock()
+        now = self._clock()
         today = self.moment(now).today
         for record in await db.run(ticket_queries.tickets_of_dates, today, today + timedelta(1)):
             self.book.put(self.state_of(record))
@@ -283,17 +300,17 @@ class GateDesk:
             while self._timers and self._timers[0][0] <= trio.current_time():
                 _, gate_id, scan_id = heapq.heappop(self._timers)
                 try:
-                    settlement = await self.services.registry.ask(
+                    settlement = await self._actors.ask(
                         ("gate", gate_id),
-                        PassageTimedOut(scan_id, self.services.clock()),
-                        self.services.config.ask_timeout_s,
+                        PassageTimedOut(scan_id, self._clock()),
+                        self._ask_timeout_s,
                     )
                     if settlement.effects:  # not reported in time: counted as walked through
                         log.info(
                             "gate.passage_unreported",
                             extra={"gate": gate_id, "scan_id": scan_id, "counted_as": "passed"},
                         )
-                        self.services.spawn(self._settle_quietly, settlement)
+                        self._spawn(self._settle_quietly, settlement)
                 except Exception:
                     log.exception("gate.passage_timeout_failed", extra={"gate": gate_id})
             if self._timers:
@@ -315,7 +332,7 @@ class GateDesk:
             if not self._occupancy_changed:
                 continue
             self._occupancy_changed = False
-            self.services.push_to_role("admin", "site.occupancy", self.occupancy_view())
+            self._pushes.to_role("admin", "site.occupancy", self.occupancy_view())
 
 
 def _local_midnight(catalog: Catalog, day: date) -> datetime:

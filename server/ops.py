@@ -1,6 +1,7 @@
 """The op table: every operation the protocol offers, who may call it, its args.
 
-An op is declared once with :func:`OpTable.op` as a decorator on its handler.
+An op is declared once, with :meth:`OpGroup.op` as a decorator on its
+module-level handler function (one group per handler module).
 The session looks the op up by name, refuses roles the op does not admit with
 ``forbidden``, checks the args against the declared :class:`~server.schema.Arg`
 tuple (``bad_request``), and only then calls the handler with an
@@ -15,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from server.fanout import Connection
 from server.schema import Arg
 
 if TYPE_CHECKING:
-    from server.app import Services
-    from server.session import Session
+    from server.wiring import Services
 
 #: every device role the server knows
 ROLES = ("kiosk", "counter", "gate", "rental", "channel", "admin")
@@ -36,7 +37,8 @@ class OpContext:
     device_id: str
     role: str
     request_id: int
-    session: Session
+    #: the connection the request came on
+    session: Connection
     services: Services
 
 
@@ -54,28 +56,64 @@ class OpSpec:
     summary: str
 
 
-class OpTable:
-    """The set of ops a server offers, looked up by name on every request."""
+def op_spec(name: str, roles: Iterable[str], args: tuple[Arg, ...], handler: Handler) -> OpSpec:
+    """The spec of op ``name``; raises ``ValueError`` for a role the server does not know."""
+    role_set = frozenset(roles)
+    if not role_set <= ALL_ROLES:
+        raise ValueError(f"unknown roles {sorted(role_set - ALL_ROLES)} for op {name}")
+    summary = (handler.__doc__ or "").strip().splitlines()[0] if handler.__doc__ else ""
+    return OpSpec(name, role_set, args, handler, summary)
+
+
+class OpGroup:
+    """The ops of one area (selling, gates, ...), declared beside their handlers.
+
+    A handler module makes one group and decorates its module-level handler
+    functions with :meth:`op`; :func:`server.handlers.build_op_table` puts
+    the groups in one table. The functions stay plain functions: importable,
+    callable and testable on their own.
+    """
 
     def __init__(self) -> None:
-        self._ops: dict[str, OpSpec] = {}
+        self.specs: list[OpSpec] = []
 
     def op(
         self, name: str, *, roles: Iterable[str], args: tuple[Arg, ...] = ()
     ) -> Callable[[Handler], Handler]:
-        """Register the decorated handler as op ``name`` callable by ``roles``.
+        """Declare the decorated handler as op ``name`` callable by ``roles`` with ``args``."""
+
+        def declare(handler: Handler) -> Handler:
+            self.specs.append(op_spec(name, roles, args, handler))
+            return handler
+
+        return declare
+
+
+class OpTable:
+    """The set of ops a server offers, looked up by name on every request."""
+
+    def __init__(self, *groups: OpGroup) -> None:
+        self._ops: dict[str, OpSpec] = {}
+        for group in groups:
+            for spec in group.specs:
+                self.add(spec)
+
+    def add(self, spec: OpSpec) -> None:
+        """Offer ``spec``'s op; raises ``ValueError`` when an op of that name is there already."""
+        if spec.name in self._ops:
+            raise ValueError(f"op {spec.name} is declared twice")
+        self._ops[spec.name] = spec
+
+    def op(
+        self, name: str, *, roles: Iterable[str], args: tuple[Arg, ...] = ()
+    ) -> Callable[[Handler], Handler]:
+        """Register the decorated handler as op ``name`` callable by ``roles`` (tests add ops).
 
         Raises ``ValueError`` for a duplicate name or an unknown role.
         """
-        role_set = frozenset(roles)
-        if not role_set <= ALL_ROLES:
-            raise ValueError(f"unknown roles {sorted(role_set - ALL_ROLES)} for op {name}")
-        if name in self._ops:
-            raise ValueError(f"op {name} is declared twice")
 
         def register(handler: Handler) -> Handler:
-            summary = (handler.__doc__ or "").strip().splitlines()[0] if handler.__doc__ else ""
-            self._ops[name] = OpSpec(name, role_set, args, handler, summary)
+            self.add(op_spec(name, roles, args, handler))
             return handler
 
         return register

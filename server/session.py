@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
+from server.auth import authenticate
 from server.envelope import Rejected, Request, error_frame, event_frame, ok_frame, read_request
 from server.errors import (
     BadCredentials,
@@ -29,11 +30,11 @@ from server.errors import (
     UnknownOp,
 )
 from server.logs import device_var, request_var
-from server.ops import DEVICE_ID_PATTERN, OpContext, OpSpec
+from server.ops import DEVICE_ID_PATTERN, OpContext, OpSpec, OpTable
 from server.schema import Arg, parse_args
 
 if TYPE_CHECKING:
-    from server.app import Services
+    from server.wiring import Services
 
 log = logging.getLogger("scenic.session")
 
@@ -58,9 +59,10 @@ _GARBAGE_CODES = frozenset(
 class Session:
     """Serves one device's websocket connection until it closes or the server drains."""
 
-    def __init__(self, ws: WebSocketConnection, services: Services) -> None:
+    def __init__(self, ws: WebSocketConnection, services: Services, ops: OpTable) -> None:
         self.ws = ws
         self.services = services
+        self.ops = ops
         self.device_id: str | None = None
         self.role: str | None = None
         self.remote = str(ws.remote)
@@ -150,7 +152,7 @@ class Session:
                 if not await self._hello_or_refuse(parsed):
                     return
                 continue
-            spec = self.services.ops.get(parsed.op)
+            spec = self.ops.get(parsed.op)
             try:
                 args = self._admit(parsed, spec)
             except ScenicError as exc:
@@ -204,7 +206,7 @@ class Session:
         except BadRequest as exc:
             return await self._refuse(request.id, exc)
         try:
-            device = await self.services.authenticate(args["device"], args["token"])
+            device = await authenticate(self.services.db, args["device"], args["token"])
         except BadCredentials as exc:
             log.warning(
                 "hello.refused",

@@ -20,9 +20,9 @@ from server.app import run_server, utc_now
 from server.auth import hash_token, new_token
 from server.channels.keys import load_or_create_channel_keys
 from server.channels.notifier import NotifyPolicy
+from server.channels.setup import ChannelSet, build_channels
 from server.config import ServerConfig
 from server.ops import OpTable
-from server.selling import ChannelSet, build_channels
 from server.storage import devices
 from server.storage.database import Database
 

@@ -283,3 +283,26 @@ async def test_inline_actors_refuse_crash_and_time_out_like_the_others(autojump_
         with pytest.raises(TypeError):
             actors.tell(("counter", "a"), ("add", 1))
     assert journal.stored["a"] == 3
+
+
+async def test_a_registry_made_before_it_runs_refuses_asks_until_then_and_runs_once():
+    from actors.errors import Overloaded
+    from actors.runtime import Registry
+
+    class Echo:
+        async def load(self):
+            pass
+
+        async def handle(self, command):
+            return command
+
+    registry = Registry(mailbox_size=4, idle_after_s=1)
+    with pytest.raises(Overloaded):
+        await registry.ask(("echo", 1), "early", 1)
+    async with registry.running({"echo": lambda _: Echo()}, drain_timeout_s=1):
+        assert await registry.ask(("echo", 1), "hi", 1) == "hi"
+    with pytest.raises(Overloaded):
+        await registry.ask(("echo", 1), "late", 1)
+    with pytest.raises(RuntimeError):
+        async with registry.running({}, drain_timeout_s=1):
+            pass

@@ -89,7 +89,7 @@ async def test_revoking_from_the_command_line_closes_the_open_connection(tmp_pat
 
 
 async def test_catalog_load_checks_the_file_and_puts_it_on_sale(dsn, tmp_path):
-    from server.selling import demo_catalog_source
+    from server.site import demo_catalog_source
 
     good = tmp_path / "park.toml"
     good.write_text(demo_catalog_source().replace("Yunqi Mountain", "Test Valley"))

@@ -21,7 +21,7 @@ import pytest
 import trio
 
 from loadtest.local_server import scenic_command
-from server.selling import demo_catalog_source
+from server.site import demo_catalog_source
 from tests.conftest import _with_database
 from tests.helpers import running_server
 

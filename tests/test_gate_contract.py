@@ -12,7 +12,7 @@ import pytest
 from actors.catalog import parse_catalog
 from actors.tickets.codes import Entitlement, SiteKey, make_code, parse_code
 from clients.client import RemoteError, connect
-from server.selling import demo_catalog_source
+from server.site import demo_catalog_source
 from server.storage import site
 from tests.helpers import running_server
 from tests.test_gates import GATES, buy, scan, site_today

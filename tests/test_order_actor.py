@@ -24,7 +24,7 @@ from actors.orders.domain import (
     TicketFacts,
 )
 from actors.orders.effects import ClosePayment, TicketsValidAtGates
-from server.selling import demo_catalog_source
+from server.site import demo_catalog_source
 from server.storage.group_commit import open_group_committer
 from server.storage.orders import OrderStorage
 

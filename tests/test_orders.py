@@ -12,7 +12,7 @@ from actors.catalog import parse_catalog
 from clients.client import RemoteError, connect
 from server.audit import run_audit
 from server.channels.signing import signed
-from server.selling import demo_catalog_source
+from server.site import demo_catalog_source
 from server.storage import site
 from tests.helpers import running_server
 

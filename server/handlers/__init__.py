@@ -1,17 +1,14 @@
-"""Op handlers, one module per area; :func:`build_op_table` collects them all."""
+"""Op handlers, one module per area, each a group of module-level functions.
+
+:func:`build_op_table` puts every area's :class:`~server.ops.OpGroup` in one table.
+"""
 
 from __future__ import annotations
 
+from server.handlers import core, gates, orders, simulator
 from server.ops import OpTable
 
 
 def build_op_table() -> OpTable:
-    """Every op the server offers, declared by the handler modules."""
-    from server.handlers import core, gates, orders, simulator
-
-    table = OpTable()
-    core.register(table)
-    orders.register(table)
-    gates.register(table)
-    simulator.register(table)
-    return table
+    """Every op the server offers."""
+    return OpTable(core.OPS, orders.OPS, gates.OPS, simulator.OPS)

@@ -6,23 +6,23 @@ from typing import Any
 
 import attrs
 
-from server.ops import ALL_ROLES, OpContext, OpTable
+from server.ops import ALL_ROLES, OpContext, OpGroup
+
+OPS = OpGroup()
 
 
-def register(table: OpTable) -> None:
-    """Declare the core ops on ``table``."""
+@OPS.op("ping", roles=ALL_ROLES)
+async def ping(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Answer at once with an empty map: a liveness and round-trip check."""
+    return {}
 
-    @table.op("ping", roles=ALL_ROLES)
-    async def ping(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-        """Answer at once with an empty map: a liveness and round-trip check."""
-        return {}
 
-    @table.op("server.stats", roles={"admin"})
-    async def server_stats(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-        """Counts of connections, actors, mailboxes and group commits, for monitoring."""
-        services = ctx.services
-        return {
-            "connections": len(services.sessions),
-            "actors": attrs.asdict(services.registry.stats()),
-            "commits": attrs.asdict(services.committer.stats()),
-        }
+@OPS.op("server.stats", roles={"admin"})
+async def server_stats(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Counts of connections, actors, mailboxes and group commits, for monitoring."""
+    services = ctx.services
+    return {
+        "connections": len(services.sessions),
+        "actors": attrs.asdict(services.registry.stats()),
+        "commits": attrs.asdict(services.committer.stats()),
+    }

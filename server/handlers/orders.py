@@ -31,13 +31,13 @@ from actors.orders.domain import (
 )
 from server.errors import BadRequest, NotFound, ScenicError
 from server.gates import TicketUse
-from server.ops import OpContext, OpTable
+from server.ops import OpContext, OpGroup
 from server.schema import Arg
 from server.storage import orders as order_queries
 from server.storage import tickets as ticket_queries
 
 if TYPE_CHECKING:
-    from server.app import Services
+    from server.wiring import Services
 
 log = logging.getLogger("scenic.orders")
 security_log = logging.getLogger("scenic.security")
@@ -141,252 +141,259 @@ def _ticket_view(ticket: IssuedTicket, order: Order, use: TicketUse) -> dict[str
     }
 
 
-def register(table: OpTable) -> None:
-    """Declare the selling ops on ``table``."""
+OPS = OpGroup()
 
-    @table.op("catalog.list", roles={"kiosk", "counter", "admin", "rental"})
-    async def catalog_list(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-        """The site, its time slots and the products on sale."""
-        catalog = ctx.services.current_catalog()
-        return {
-            "site": {"name_zh": catalog.name_zh, "name_en": catalog.name_en},
-            "timezone": catalog.timezone,
-            "slots": [
-                {
-                    "slot": s.slot_id,
-                    "starts": s.starts.isoformat("minutes"),
-                    "ends": s.ends.isoformat("minutes"),
-                }
-                for s in catalog.slots
-            ],
-            "products": [
-                {
-                    "product": p.product_id,
-                    "name_zh": p.name_zh,
-                    "name_en": p.name_en,
-                    "price_fen": p.price_fen,
-                    "entries": p.entries_allowed,
-                    "needs_slot": p.needs_slot,
-                    "zones": list(p.zones),
-                }
-                for p in catalog.products
-            ],
-        }
 
-    @table.op(
-        "catalog.places",
-        roles={"kiosk", "counter", "admin", "rental"},
-        args=(
-            Arg("date", "text", required=False, pattern=r"\d{4}-\d{2}-\d{2}"),
-            Arg("days", "int", required=False, low=1, high=31, default=1),
-        ),
+@OPS.op("catalog.list", roles={"kiosk", "counter", "admin", "rental"})
+async def catalog_list(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    """The site, its time slots and the products on sale."""
+    catalog = ctx.services.current_catalog()
+    return {
+        "site": {"name_zh": catalog.name_zh, "name_en": catalog.name_en},
+        "timezone": catalog.timezone,
+        "slots": [
+            {
+                "slot": s.slot_id,
+                "starts": s.starts.isoformat("minutes"),
+                "ends": s.ends.isoformat("minutes"),
+            }
+            for s in catalog.slots
+        ],
+        "products": [
+            {
+                "product": p.product_id,
+                "name_zh": p.name_zh,
+                "name_en": p.name_en,
+                "price_fen": p.price_fen,
+                "entries": p.entries_allowed,
+                "needs_slot": p.needs_slot,
+                "zones": list(p.zones),
+            }
+            for p in catalog.products
+        ],
+    }
+
+
+@OPS.op(
+    "catalog.places",
+    roles={"kiosk", "counter", "admin", "rental"},
+    args=(
+        Arg("date", "text", required=False, pattern=r"\d{4}-\d{2}-\d{2}"),
+        Arg("days", "int", required=False, low=1, high=31, default=1),
+    ),
+)
+async def catalog_places(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    """The places left per date and slot, from ``date`` (default today) for ``days`` days."""
+    services = ctx.services
+    catalog = services.current_catalog()
+    today = services.business_date(services.clock())
+    first = today if args["date"] is None else _date(args["date"])
+    days = [first + timedelta(days=n) for n in range(args["days"])]
+    reserved = await services.db.run(order_queries.reserved_between, days[0], days[-1])
+    return {"dates": [places_of_day(catalog, day, reserved) for day in days]}
+
+
+@OPS.op(
+    "order.create",
+    roles=SELLERS,
+    args=(
+        Arg("client_key", "text", max_len=64),
+        Arg("lines", "list", max_len=20, fields=LINE_FIELDS),
+    ),
+)
+async def order_create(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Create a pending order; the same client_key from the same device gives the same order."""
+    services = ctx.services
+    existing = await services.db.run(
+        order_queries.order_for_client_key, ctx.device_id, args["client_key"]
     )
-    async def catalog_places(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-        """The places left per date and slot, from ``date`` (default today) for ``days`` days."""
-        services = ctx.services
+    if existing is None:
+        now = services.clock()
         catalog = services.current_catalog()
-        today = services.business_date(services.clock())
-        first = today if args["date"] is None else _date(args["date"])
-        days = [first + timedelta(days=n) for n in range(args["days"])]
-        reserved = await services.db.run(order_queries.reserved_between, days[0], days[-1])
-        return {"dates": [places_of_day(catalog, day, reserved) for day in days]}
-
-    @table.op(
-        "order.create",
-        roles=SELLERS,
-        args=(
-            Arg("client_key", "text", max_len=64),
-            Arg("lines", "list", max_len=20, fields=LINE_FIELDS),
-        ),
-    )
-    async def order_create(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-        """Create a pending order; the same client_key from the same device gives the same order."""
-        services = ctx.services
+        command = CreateOrder(
+            new_order_id(now),
+            ctx.device_id,
+            args["client_key"],
+            tuple(_line_request(line) for line in args["lines"]),
+            catalog,
+            services.business_date(now),
+            now,
+            now + timedelta(seconds=services.config.order_ttl_s),
+        )
+        try:
+            outcome = await ask_order(services, command.order_id, command)
+            services.expiry.watch(outcome.order.order_id, outcome.order.expires_at)
+            return await order_view(outcome.order, services)
+        except ScenicError as exc:
+            if exc.code != "order_exists":
+                raise
         existing = await services.db.run(
             order_queries.order_for_client_key, ctx.device_id, args["client_key"]
         )
-        if existing is None:
-            now = services.clock()
-            catalog = services.current_catalog()
-            command = CreateOrder(
-                new_order_id(now),
-                ctx.device_id,
-                args["client_key"],
-                tuple(_line_request(line) for line in args["lines"]),
-                catalog,
-                services.business_date(now),
-                now,
-                now + timedelta(seconds=services.config.order_ttl_s),
-            )
-            try:
-                outcome = await ask_order(services, command.order_id, command)
-                services.expiry.watch(outcome.order.order_id, outcome.order.expires_at)
-                return await order_view(outcome.order, services)
-            except ScenicError as exc:
-                if exc.code != "order_exists":
-                    raise
-            existing = await services.db.run(
-                order_queries.order_for_client_key, ctx.device_id, args["client_key"]
-            )
-        return await order_view(await _current(services, existing), services)
+    return await order_view(await _current(services, existing), services)
 
-    @table.op("order.get", roles=SELLERS | DESK, args=(ORDER_ID,))
-    async def order_get(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-        """The order with its payments, tickets and refunds."""
-        return await order_view(await _current(ctx.services, args["order"]), ctx.services)
 
-    @table.op("order.cancel", roles=SELLERS | DESK, args=(ORDER_ID,))
-    async def order_cancel(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-        """Cancel a pending order and release its capacity."""
-        services = ctx.services
-        outcome = await ask_order(services, args["order"], CancelOrder(services.clock()))
-        return await order_view(outcome.order, services)
+@OPS.op("order.get", roles=SELLERS | DESK, args=(ORDER_ID,))
+async def order_get(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    """The order with its payments, tickets and refunds."""
+    return await order_view(await _current(ctx.services, args["order"]), ctx.services)
 
-    @table.op(
-        "payment.start",
-        roles=SELLERS,
-        args=(ORDER_ID, Arg("channel", "text", pattern=pattern_of())),
+
+@OPS.op("order.cancel", roles=SELLERS | DESK, args=(ORDER_ID,))
+async def order_cancel(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Cancel a pending order and release its capacity."""
+    services = ctx.services
+    outcome = await ask_order(services, args["order"], CancelOrder(services.clock()))
+    return await order_view(outcome.order, services)
+
+
+@OPS.op(
+    "payment.start",
+    roles=SELLERS,
+    args=(ORDER_ID, Arg("channel", "text", pattern=pattern_of())),
+)
+async def payment_start(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Start paying an order by a channel: the amount and, for QR channels, the QR."""
+    services = ctx.services
+    now = services.clock()
+    out_trade_no = new_out_trade_no(now)
+    outcome = await ask_order(
+        services, args["order"], StartPayment(out_trade_no, args["channel"], now)
     )
-    async def payment_start(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-        """Start paying an order by a channel: the amount and, for QR channels, the QR."""
-        services = ctx.services
-        now = services.clock()
+    order = outcome.order
+    services.payments.remember(out_trade_no, order.order_id, order.total_fen)
+    reply = {
+        "order": order.order_id,
+        "out_trade_no": out_trade_no,
+        "amount_fen": outcome.order.total_fen,
+        "channel": args["channel"],
+        "qr": None,
+    }
+    channel = services.channels.get(args["channel"])
+    if channel is not None:
+        created = await channel.create_payment(
+            out_trade_no,
+            outcome.order.total_fen,
+            f"tickets {order.order_id}",
+            outcome.order.expires_at,
+        )
+        reply["qr"] = created.qr_payload
+    return reply
+
+
+@OPS.op(
+    "payment.record",
+    roles={"counter"},
+    args=(
+        ORDER_ID,
+        Arg("channel", "text", pattern=pattern_of(COUNTER_CHANNELS)),
+        Arg("amount_fen", "int", low=1, high=MAX_FEN),
+        Arg("key", "text", max_len=64),
+        Arg("card_ref", "text", required=False, max_len=64),
+    ),
+)
+async def payment_record(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    """A cashier records cash or card taken for an order; idempotent by key."""
+    services = ctx.services
+    order_id = args["order"]
+    now = services.clock()
+    txn = f"{args['channel']}:{ctx.device_id}:{args['key']}"
+    out_trade_no = await services.db.run(order_queries.out_trade_no_of_txn, args["channel"], txn)
+    if out_trade_no is None:
         out_trade_no = new_out_trade_no(now)
-        outcome = await ask_order(
-            services, args["order"], StartPayment(out_trade_no, args["channel"], now)
+        await ask_order(
+            services,
+            order_id,
+            StartPayment(out_trade_no, args["channel"], now, money_taken=True),
         )
-        order = outcome.order
-        services.remember_payment(out_trade_no, order.order_id, order.total_fen)
-        reply = {
-            "order": order.order_id,
-            "out_trade_no": out_trade_no,
-            "amount_fen": outcome.order.total_fen,
-            "channel": args["channel"],
-            "qr": None,
-        }
-        channel = services.channels.get(args["channel"])
-        if channel is not None:
-            created = await channel.create_payment(
-                out_trade_no,
-                outcome.order.total_fen,
-                f"tickets {order.order_id}",
-                outcome.order.expires_at,
-            )
-            reply["qr"] = created.qr_payload
-        return reply
-
-    @table.op(
-        "payment.record",
-        roles={"counter"},
-        args=(
-            ORDER_ID,
-            Arg("channel", "text", pattern=pattern_of(COUNTER_CHANNELS)),
-            Arg("amount_fen", "int", low=1, high=MAX_FEN),
-            Arg("key", "text", max_len=64),
-            Arg("card_ref", "text", required=False, max_len=64),
-        ),
+    outcome = await _confirm(
+        services, order_id, out_trade_no, args["channel"], txn, args["amount_fen"], now
     )
-    async def payment_record(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-        """A cashier records cash or card taken for an order; idempotent by key."""
-        services = ctx.services
-        order_id = args["order"]
-        now = services.clock()
-        txn = f"{args['channel']}:{ctx.device_id}:{args['key']}"
-        out_trade_no = await services.db.run(
-            order_queries.out_trade_no_of_txn, args["channel"], txn
-        )
-        if out_trade_no is None:
-            out_trade_no = new_out_trade_no(now)
-            await ask_order(
-                services,
-                order_id,
-                StartPayment(out_trade_no, args["channel"], now, money_taken=True),
-            )
-        outcome = await _confirm(
-            services, order_id, out_trade_no, args["channel"], txn, args["amount_fen"], now
-        )
-        return _payment_reply(outcome, out_trade_no, txn, services)
+    return _payment_reply(outcome, out_trade_no, txn, services)
 
-    @table.op(
-        "payment.notify",
-        roles={"channel"},
-        args=(
-            Arg("channel", "text", pattern=pattern_of(QR_CHANNELS)),
-            Arg("out_trade_no", "text", max_len=32),
-            Arg("channel_txn_id", "text", max_len=64),
-            Arg("amount_fen", "int", low=1, high=MAX_FEN),
-            Arg("paid_at", "number", low=0),
-            Arg("nonce", "text", max_len=64),
-            Arg("sign_ts", "number", low=0),
-            Arg("signature", "text", max_len=512),
-        ),
+
+@OPS.op(
+    "payment.notify",
+    roles={"channel"},
+    args=(
+        Arg("channel", "text", pattern=pattern_of(QR_CHANNELS)),
+        Arg("out_trade_no", "text", max_len=32),
+        Arg("channel_txn_id", "text", max_len=64),
+        Arg("amount_fen", "int", low=1, high=MAX_FEN),
+        Arg("paid_at", "number", low=0),
+        Arg("nonce", "text", max_len=64),
+        Arg("sign_ts", "number", low=0),
+        Arg("signature", "text", max_len=512),
+    ),
+)
+async def payment_notify(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    """A channel's payment notification: verified, then confirmed through the order's actor."""
+    return await confirm_notification(ctx.services, args)
+
+
+@OPS.op(
+    "order.refund",
+    roles={"counter"},
+    args=(
+        ORDER_ID,
+        Arg("tickets", "list", max_len=200),
+        Arg("reason", "text", max_len=200),
+        Arg("key", "text", max_len=64),
+    ),
+)
+async def order_refund(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Refund unused tickets of a paid order; they are void at once.
+
+    The order's rules decide on what the gates know of each ticket's use
+    (read here, as ``order_view`` shows it) and when its visit starts.
+    """
+    services = ctx.services
+    tickets = args["tickets"]
+    if not tickets or not all(isinstance(t, str) and 0 < len(t) <= 40 for t in tickets):
+        raise BadRequest("'tickets' must list the ticket ids to refund")
+    now = services.clock()
+    refund_no = await services.db.run(
+        order_queries.refund_of_key, args["order"], f"{ctx.device_id}:{args['key']}"
+    ) or new_out_refund_no(now)
+    command = RefundTickets(
+        tuple(tickets),
+        args["reason"],
+        f"{ctx.device_id}:{args['key']}",
+        refund_no,
+        now,
+        await _ticket_facts(services, args["order"], set(tickets)),
     )
-    async def payment_notify(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-        """A channel's payment notification: verified, then confirmed through the order's actor."""
-        return await confirm_notification(ctx.services, args)
+    outcome = await ask_order(services, args["order"], command)
+    return await order_view(outcome.order, services)
 
-    @table.op(
-        "order.refund",
-        roles={"counter"},
-        args=(
-            ORDER_ID,
-            Arg("tickets", "list", max_len=200),
-            Arg("reason", "text", max_len=200),
-            Arg("key", "text", max_len=64),
-        ),
-    )
-    async def order_refund(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-        """Refund unused tickets of a paid order; they are void at once.
 
-        The order's rules decide on what the gates know of each ticket's use
-        (read here, as ``order_view`` shows it) and when its visit starts.
-        """
-        services = ctx.services
-        tickets = args["tickets"]
-        if not tickets or not all(isinstance(t, str) and 0 < len(t) <= 40 for t in tickets):
-            raise BadRequest("'tickets' must list the ticket ids to refund")
-        now = services.clock()
-        refund_no = await services.db.run(
-            order_queries.refund_of_key, args["order"], f"{ctx.device_id}:{args['key']}"
-        ) or new_out_refund_no(now)
-        command = RefundTickets(
-            tuple(tickets),
-            args["reason"],
-            f"{ctx.device_id}:{args['key']}",
-            refund_no,
-            now,
-            await _ticket_facts(services, args["order"], set(tickets)),
-        )
-        outcome = await ask_order(services, args["order"], command)
-        return await order_view(outcome.order, services)
-
-    @table.op(
-        "order.find",
-        roles=DESK,
-        args=(
-            Arg("order", "text", required=False, max_len=40),
-            Arg("out_trade_no", "text", required=False, max_len=32),
-            Arg("channel_txn_id", "text", required=False, max_len=64),
-            Arg("ticket", "text", required=False, max_len=512),
-        ),
-    )
-    async def order_find(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-        """Find an order by id, payment, channel transaction or ticket code, with its story."""
-        services = ctx.services
-        given = {k: v for k, v in args.items() if v is not None}
-        if len(given) != 1:
-            raise BadRequest("give exactly one of order, out_trade_no, channel_txn_id, ticket")
-        ((kind, value),) = given.items()
-        if not value:
-            raise BadRequest(f"argument {kind!r} must not be empty")
-        if kind == "ticket":
-            value = services.ticket_id_of_code(value)
-        order_id = await services.db.run(order_queries.find_order, kind, value)
-        if order_id is None:
-            raise NotFound(f"no order for {kind} {value}")
-        order = await _current(services, order_id)
-        story = await services.db.run(order_queries.order_story, order_id)
-        return {**(await order_view(order, services)), "story": story}
+@OPS.op(
+    "order.find",
+    roles=DESK,
+    args=(
+        Arg("order", "text", required=False, max_len=40),
+        Arg("out_trade_no", "text", required=False, max_len=32),
+        Arg("channel_txn_id", "text", required=False, max_len=64),
+        Arg("ticket", "text", required=False, max_len=512),
+    ),
+)
+async def order_find(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Find an order by id, payment, channel transaction or ticket code, with its story."""
+    services = ctx.services
+    given = {k: v for k, v in args.items() if v is not None}
+    if len(given) != 1:
+        raise BadRequest("give exactly one of order, out_trade_no, channel_txn_id, ticket")
+    ((kind, value),) = given.items()
+    if not value:
+        raise BadRequest(f"argument {kind!r} must not be empty")
+    if kind == "ticket":
+        value = services.ticket_id_of_code(value)
+    order_id = await services.db.run(order_queries.find_order, kind, value)
+    if order_id is None:
+        raise NotFound(f"no order for {kind} {value}")
+    order = await _current(services, order_id)
+    story = await services.db.run(order_queries.order_story, order_id)
+    return {**(await order_view(order, services)), "story": story}
 
 
 async def confirm_notification(services: Services, fields: dict[str, Any]) -> dict[str, Any]:
@@ -418,7 +425,7 @@ async def confirm_notification(services: Services, fields: dict[str, Any]) -> di
             },
         )
         raise
-    attempt = await services.payment_attempt(fields["out_trade_no"])
+    attempt = await services.payments.find(fields["out_trade_no"])
     if attempt is None:
         raise ScenicError(
             f"no payment {fields['out_trade_no']} was started here", code="unknown_payment"

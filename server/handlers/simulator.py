@@ -15,37 +15,34 @@ from typing import Any
 from actors.channels import QR_CHANNELS, pattern_of
 from server.errors import ScenicError
 from server.handlers.orders import MAX_FEN
-from server.ops import OpContext, OpTable
+from server.ops import OpContext, OpGroup
 from server.schema import Arg
 
+OPS = OpGroup()
 
-def register(table: OpTable) -> None:
-    """Declare ``sim.pay`` on ``table``."""
 
-    @table.op(
-        "sim.pay",
-        roles={"kiosk", "counter", "admin"},
-        args=(
-            Arg("channel", "text", pattern=pattern_of(QR_CHANNELS)),
-            Arg("out_trade_no", "text", max_len=32),
-            Arg("amount_fen", "int", required=False, low=1, high=MAX_FEN),
-        ),
-    )
-    async def sim_pay(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-        """Pay a payment at the in-process simulated channel, as a visitor's phone would."""
-        channels = ctx.services.channels
-        simulator = channels.simulators.get(args["channel"])
-        notifier = channels.notifiers.get(args["channel"])
-        if simulator is None or notifier is None:
-            raise ScenicError(
-                f"{args['channel']} is not simulated in this server", code="no_simulator"
-            )
-        fields = simulator.pay(args["out_trade_no"], amount_fen=args["amount_fen"])
-        notifier.submit(fields)
-        return {
-            "channel": fields["channel"],
-            "out_trade_no": fields["out_trade_no"],
-            "channel_txn_id": fields["channel_txn_id"],
-            "amount_fen": fields["amount_fen"],
-            "paid_at": fields["paid_at"],
-        }
+@OPS.op(
+    "sim.pay",
+    roles={"kiosk", "counter", "admin"},
+    args=(
+        Arg("channel", "text", pattern=pattern_of(QR_CHANNELS)),
+        Arg("out_trade_no", "text", max_len=32),
+        Arg("amount_fen", "int", required=False, low=1, high=MAX_FEN),
+    ),
+)
+async def sim_pay(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Pay a payment at the in-process simulated channel, as a visitor's phone would."""
+    channels = ctx.services.channels
+    simulator = channels.simulators.get(args["channel"])
+    notifier = channels.notifiers.get(args["channel"])
+    if simulator is None or notifier is None:
+        raise ScenicError(f"{args['channel']} is not simulated in this server", code="no_simulator")
+    fields = simulator.pay(args["out_trade_no"], amount_fen=args["amount_fen"])
+    notifier.submit(fields)
+    return {
+        "channel": fields["channel"],
+        "out_trade_no": fields["out_trade_no"],
+        "channel_txn_id": fields["channel_txn_id"],
+        "amount_fen": fields["amount_fen"],
+        "paid_at": fields["paid_at"],
+    }
