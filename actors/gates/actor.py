@@ -46,7 +46,7 @@ log = logging.getLogger("scenic.actors.gate")
 
 
 class GateStore(Protocol):
-    """What the gate shell needs from storage; server/storage/tickets.py implements it."""
+    """What the gate shell needs from storage; server/storage/ticket_store.py implements it."""
 
     async def store_mode(self, event: ModeSet) -> None:
         """Store the gate's mode (who set it, and when)."""

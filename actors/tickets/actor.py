@@ -54,7 +54,7 @@ class StaleTicket(Exception):
 
 
 class TicketStore(Protocol):
-    """What the ticket shell needs from storage; server/storage/tickets.py implements it.
+    """What the ticket shell needs from storage; server/storage/ticket_store.py implements it.
 
     A write that changes a ticket names the version it was decided on
     (``changed.version``) and raises :class:`StaleTicket` when the stored
