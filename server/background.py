@@ -42,18 +42,20 @@ async def run_background(
     async with trio.open_nursery() as tasks:
         await tasks.start(services.expiry.run)
         tasks.start_soon(services.outbox.run)
-        tasks.start_soon(follow_catalog, db, services.site)
-        tasks.start_soon(follow_keys, db, services.site)
-        tasks.start_soon(services.gates.run_timers)
-        tasks.start_soon(services.gates.push_occupancy)
-        tasks.start_soon(
+        # The followers of NOTIFY report started once they listen: a change made after
+        # the server says it listens is never missed.
+        await tasks.start(follow_catalog, db, services.site)
+        await tasks.start(follow_keys, db, services.site)
+        await tasks.start(
             listen,
             db,
             services.pushes,
             lambda order_id: db.run(load_order, order_id),
             services.gates.mode_seen,
         )
-        tasks.start_soon(close_revoked_devices, services)
+        await tasks.start(close_revoked_devices, services)
+        tasks.start_soon(services.gates.run_timers)
+        tasks.start_soon(services.gates.push_occupancy)
         channels = services.channels
         for name, simulator in channels.simulators.items():
             notifier = Notifier(
@@ -78,9 +80,12 @@ def _deliverer(services: Services) -> Any:
     return deliver
 
 
-async def close_revoked_devices(services: Services) -> None:
+async def close_revoked_devices(
+    services: Services, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
     """Close the connections of devices revoked by ``scenic device revoke``, at once."""
     async with services.db.listen(devices.REVOKED_CHANNEL) as notices:
+        task_status.started()
         async for device_id in notices:
             for session in services.sessions.of_device(device_id):
                 log.warning("device.revoked_closed", extra={"revoked_device": device_id})

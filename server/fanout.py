@@ -26,6 +26,8 @@ import secrets
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
+import trio
+
 from actors.orders.effects import order_paid_data, refunded_data
 from actors.orders.state import Order
 from server.storage.database import Database
@@ -152,13 +154,16 @@ async def listen(
     pushes: Pushes,
     load_order: Callable[[str], Awaitable[Order | None]],
     gate_mode_changed: Callable[[str, str], None],
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Receive the other processes' notices and act on them, until cancelled.
 
     ``load_order`` reads an order (an order's notice carries only its id);
     ``gate_mode_changed`` takes a gate's new mode into this process's view.
+    Reports ``started`` once it listens.
     """
     async with db.listen(EVENTS_CHANNEL) as notices:
+        task_status.started()
         async for payload in notices:
             try:
                 notice = json.loads(payload)

@@ -17,6 +17,8 @@ from datetime import date, datetime
 from importlib import resources
 from zoneinfo import ZoneInfo
 
+import trio
+
 from actors.catalog import Catalog, parse_catalog
 from server.channels.keys import check_fingerprints, fingerprints, load_or_create_channel_keys
 from server.config import ServerConfig
@@ -91,9 +93,15 @@ async def load_site(db: Database, config: ServerConfig, clock: Callable[[], date
     return SiteState(catalog, TicketKeyring(tuple(await db.run(site_queries.ticket_keys))))
 
 
-async def follow_catalog(db: Database, site: SiteState) -> None:
-    """Put each catalog an operator loads on sale here too, until cancelled."""
+async def follow_catalog(
+    db: Database, site: SiteState, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Put each catalog an operator loads on sale here too, until cancelled.
+
+    Reports ``started`` once it listens.
+    """
     async with db.listen(site_queries.CATALOG_CHANNEL) as notices:
+        task_status.started()
         async for _ in notices:
             source = await db.run(site_queries.load_catalog_source)
             try:
@@ -104,9 +112,15 @@ async def follow_catalog(db: Database, site: SiteState) -> None:
             log.info("catalog.reloaded", extra={"site": site.catalog.name_en})
 
 
-async def follow_keys(db: Database, site: SiteState) -> None:
-    """Take up the ticket keys an operator rotates or retires, until cancelled."""
+async def follow_keys(
+    db: Database, site: SiteState, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Take up the ticket keys an operator rotates or retires, until cancelled.
+
+    Reports ``started`` once it listens.
+    """
     async with db.listen(site_queries.KEYS_CHANNEL) as notices:
+        task_status.started()
         async for _ in notices:
             site.keyring = TicketKeyring(tuple(await db.run(site_queries.ticket_keys)))
             log.info("keys.reloaded", extra={"current": site.keyring.current.key_id})
