@@ -728,3 +728,137 @@ test_order_machine = OrderMachine.TestCase
 def test_created_event_carries_the_total():
     events = decide(None, create("o-9", expires_in=timedelta(minutes=1)))
     assert isinstance(events[0], OrderCreated) and events[0].total_fen == TOTAL
+
+
+# --- orders of one amount: a rental's deposit, a compensation ------------------------
+
+from actors.orders.domain import (  # noqa: E402
+    CreatePaymentOrder,
+    Purpose,
+    RentalSettled,
+    SettleRental,
+)
+from actors.orders.effects import PaymentCollected  # noqa: E402
+from actors.orders.postings import postings_for  # noqa: E402
+
+RENTAL_TOTAL = 86000  # an 80,000 fen deposit and 6,000 fen of usage paid in advance
+
+
+def rental_order(total=RENTAL_TOTAL, purpose=Purpose.RENTAL):
+    order, events = apply(
+        None,
+        CreatePaymentOrder(
+            "o-r", "desk-1", "r-key", purpose, "R1", total, T0, T0 + timedelta(minutes=15)
+        ),
+    )
+    return order, events
+
+
+def paid_rental(total=RENTAL_TOTAL):
+    order, _ = rental_order(total)
+    order = started(order, channel="alipay")
+    command = attrs.evolve(
+        confirm(channel="alipay", txn="ali-r", amount=total, tickets=0), ticket_ids=()
+    )
+    order, events = apply(order, command)
+    return order, events
+
+
+def test_a_rental_order_has_no_lines_reserves_nothing_and_issues_no_tickets():
+    order, [created] = rental_order()
+    assert (order.purpose, order.rental_id, order.total_fen, order.lines) == (
+        Purpose.RENTAL,
+        "R1",
+        RENTAL_TOTAL,
+        (),
+    )
+    assert created.purpose is Purpose.RENTAL
+    paid, events = paid_rental()
+    assert paid.status is OrderStatus.PAID and paid.tickets == ()
+    assert isinstance(events[0], PaymentCaptured)
+
+
+def test_a_rental_payment_goes_into_the_deposit_pool_and_its_rental_hears_of_it():
+    order, _ = rental_order()
+    order = started(order, channel="alipay")
+    command = attrs.evolve(
+        confirm(channel="alipay", txn="ali-r", amount=RENTAL_TOTAL, tickets=0), ticket_ids=()
+    )
+    events = decide(order, command)
+    before = order
+    lines = postings_for(before, events[0])
+    assert {(p.account, p.amount_fen) for p in lines} == {
+        ("clearing:alipay", RENTAL_TOTAL),
+        ("deposits:held", -RENTAL_TOTAL),
+    }
+    after = evolve(evolve(before, events[0]), events[1])
+    effects = react(before, events[1], after)
+    [collected] = [e for e in effects if isinstance(e, PaymentCollected)]
+    assert (collected.rental_id, collected.amount_fen, collected.channel) == (
+        "R1",
+        RENTAL_TOTAL,
+        "alipay",
+    )
+
+
+def test_a_compensation_is_rental_revenue_when_paid():
+    order, _ = rental_order(12000, Purpose.COMPENSATION)
+    order = started(order, channel="wechat")
+    command = attrs.evolve(confirm(amount=12000, tickets=0), ticket_ids=())
+    [captured, _] = decide(order, command)
+    assert {(p.account, p.amount_fen) for p in postings_for(order, captured)} == {
+        ("clearing:wechat", 12000),
+        ("revenue:rentals", -12000),
+    }
+
+
+@given(kept=st.integers(0, RENTAL_TOTAL))
+def test_a_settlement_keeps_a_part_and_releases_the_rest_exactly_once(kept):
+    paid, _ = paid_rental()
+    events = decide(paid, SettleRental("rf-r1", kept, T0))
+    assert events == [RentalSettled("o-r", "R1", kept, RENTAL_TOTAL - kept, "rf-r1", T0)]
+    settled = evolve(paid, events[0])
+    assert settled.kept_fen == kept
+    lines = postings_for(paid, events[0])
+    assert sum(p.amount_fen for p in lines) == 0
+    assert {p.account: p.amount_fen for p in lines}.get("deposits:held") == RENTAL_TOTAL
+    effects = react(paid, events[0], settled)
+    refunds = [e for e in effects if isinstance(e, RequestRefund)]
+    if kept == RENTAL_TOTAL:
+        assert refunds == [] and "rf-r1" not in settled.refunds
+    else:
+        [refund] = refunds
+        assert (refund.refund_fen, refund.total_fen, refund.reason) == (
+            RENTAL_TOTAL - kept,
+            RENTAL_TOTAL,
+            "deposit_released",
+        )
+        assert settled.refunds["rf-r1"].amount_fen == RENTAL_TOTAL - kept
+    assert net_collected_fen(settled) == kept
+    assert decide(settled, SettleRental("rf-r1", kept, T0)) == []  # the same again
+    with pytest.raises(OrderRefused) as twice:
+        decide(settled, SettleRental("rf-r2", kept, T0))
+    assert twice.value.code == "rental_settled"
+
+
+def test_a_settlement_is_refused_before_payment_on_other_orders_and_out_of_range():
+    pending, _ = rental_order()
+    codes = []
+    for order, kept in ((pending, 0), (started(created()), 0), (paid_rental()[0], -1)):
+        with pytest.raises(OrderRefused) as refused:
+            decide(order, SettleRental("rf-x", kept, T0))
+        codes.append(refused.value.code)
+    with pytest.raises(OrderRefused) as too_much:
+        decide(paid_rental()[0], SettleRental("rf-x", RENTAL_TOTAL + 1, T0))
+    assert codes == ["order_not_pending", "bad_request", "bad_request"]
+    assert too_much.value.code == "bad_request"
+    with pytest.raises(OrderRefused) as ticket_order:
+        decide(apply(started(created()), confirm())[0], SettleRental("rf-x", 0, T0))
+    assert ticket_order.value.code == "bad_request"
+
+
+def test_a_payment_order_for_tickets_or_of_nothing_is_refused():
+    for purpose, total in ((Purpose.TICKETS, 100), (Purpose.RENTAL, 0)):
+        with pytest.raises(OrderRefused) as refused:
+            rental_order(total, purpose)
+        assert refused.value.code == "bad_request"
