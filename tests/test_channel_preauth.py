@@ -6,11 +6,14 @@ RemoteChannel are in tests/test_channel_remote.py).
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import time
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
+import cbor2
 import pytest
 import trio
 from hypothesis import settings
@@ -19,6 +22,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from server.channels import fund_auth, signing
 from server.channels.adapter import BadSignature, ChannelError
+from server.channels.sim_api import ChannelApi
 from server.channels.simulator import (
     MAX_FREEZE,
     PREAUTH_OPS,
@@ -680,6 +684,62 @@ def test_another_key_or_an_unknown_kind_does_not_verify():
         fund_auth.verify_notification(forged, SECRET, time.time(), "freeze")
     with pytest.raises(ValueError):
         fund_auth.verify_notification(forged, SECRET, time.time(), "refund")
+
+
+def test_the_worked_freeze_example_in_docs_channels_md_recomputes():
+    doc = (Path(__file__).parent.parent / "docs" / "channels.md").read_text(encoding="utf-8")
+    section = doc[doc.index("## Pre-authorisation (fund authorisation)") :]
+    key = bytes.fromhex("ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100")
+    fields = {
+        "kind": "freeze",
+        "channel": "alipay",
+        "out_order_no": "D20261201K3M9Q2XT7VWA",
+        "out_request_no": "F20261201K3M9Q2XT7VWA",
+        "auth_no": "2026120120014422242085731906",
+        "amount_fen": 50000,
+        "authorized_at": 1796090400.5,
+        "nonce": "9a8b7c6d5e4f30211203f4e5d6c7b8a9",
+        "sign_ts": 1796090401.0,
+    }
+    string = signing.canonical(fields).decode()
+    signature = signing.sign(fields, key)
+    assert string in section
+    assert signature in section
+    fund_auth.verify_notification(
+        {**fields, "signature": signature}, key, fields["sign_ts"], "freeze"
+    )
+
+
+def doc_exchange(doc, heading):
+    """The ``->``/``<-`` messages of the code block after ``heading``, as maps."""
+    block = doc[doc.index(heading) :]
+    block = block[block.index("```\n") + 4 :]
+    block = block[: block.index("```")]
+    messages = []
+    for line in block.splitlines():
+        if line.startswith(("-> ", "<- ")):
+            messages.append([line[:2], line[3:]])
+        else:
+            messages[-1][1] += " " + line.strip()
+    return [(arrow, json.loads(text)) for arrow, text in messages]
+
+
+def test_the_freeze_exchange_in_docs_channels_md_is_what_the_simulator_answers():
+    doc = (Path(__file__).parent.parent / "docs" / "channels.md").read_text(encoding="utf-8")
+    exchange = doc_exchange(doc, "A freeze's life over the API.")
+    clock = FakeClock(datetime.fromtimestamp(1796090400, UTC))
+    moments = {22: 1796101200, 26: 1796349600}
+    api = ChannelApi(
+        {
+            "alipay": ChannelSimulator("alipay", SECRET, clock, rng=random.Random(20261201)),
+            "wechat": ChannelSimulator("wechat", SECRET, clock),
+        }
+    )
+    assert [arrow for arrow, _ in exchange] == ["->", "<-"] * 9
+    for (_, request), (_, reply) in zip(exchange[::2], exchange[1::2], strict=True):
+        if request["id"] in moments:
+            clock.now = datetime.fromtimestamp(moments[request["id"]], UTC)
+        assert cbor2.loads(api.answer(cbor2.dumps(request))) == reply
 
 
 # -- the amounts always add up (hypothesis) -----------------------------------------
