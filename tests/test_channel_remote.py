@@ -18,10 +18,10 @@ import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url, serve_websocket
 
 from clients.channel_sim import add_channel_sim_parser, run_channel_sim
-from server.channels import signing
+from server.channels import fund_auth, signing
 from server.channels.adapter import BadSignature, ChannelError, ChannelUnavailable
 from server.channels.keys import load_or_create_channel_keys
-from server.channels.notifier import NotifyPolicy
+from server.channels.notifier import Notifier, NotifyPolicy
 from server.channels.remote import RemoteChannel
 from server.channels.sim_api import SUBPROTOCOL, serve_channel_api
 from server.channels.simulator import ChannelSimulator
@@ -268,6 +268,197 @@ async def test_the_channel_reconnects_after_the_connection_is_lost():
                 assert (await wechat.query_payment("T1")).state == "NOTPAY"
                 reached_the_end = True
             assert reached_the_end
+            nursery.cancel_scope.cancel()
+
+
+# -- pre-authorisation (Alipay's fund authorisation) across the wire ----------------
+
+
+async def test_every_freeze_call_works_across_the_wire():
+    with trio.fail_after(LIMIT_S):
+        async with trio.open_nursery() as nursery:
+            url, sims = await start_api(nursery)
+            async with RemoteChannel("alipay", url, KEYS["alipay"], utc_now) as alipay:
+                expires = utc_now().replace(microsecond=0) + timedelta(days=2)
+                created = await alipay.create_freeze("D1", "F1", 50000, "雪板 押金", expires)
+                assert created.qr_payload.startswith("https://qr.alipay.com/")
+                assert created.expires_at == expires
+                assert created == await alipay.create_freeze("D1", "F1", 50000, "", expires)
+                status = await alipay.query_freeze("D1", "F1")
+                assert (status.state, status.auth_no, status.rest_fen) == ("INIT", None, 0)
+
+                notification = await alipay.authorize_freeze("D1", "F1")
+                assert notification["kind"] == "freeze"
+                auth_no = notification["auth_no"]
+                status = await alipay.query_freeze("D1", "F1")
+                assert status == sims["alipay"].query_freeze("D1", "F1")
+                assert (status.state, status.auth_no, status.rest_fen) == (
+                    "AUTHORIZED",
+                    auth_no,
+                    50000,
+                )
+                assert status.authorized_at.tzinfo is not None
+
+                unfrozen = await alipay.unfreeze(auth_no, "U1", 10000, "helmet back")
+                assert (unfrozen.amount_fen, unfrozen.rest_fen) == (10000, 40000)
+                assert unfrozen.unfrozen_at.tzinfo is not None
+                assert await alipay.unfreeze(auth_no, "U1", 10000, "again") == unfrozen
+
+                first = await alipay.convert_to_payment(
+                    auth_no, "T1", 6000, "day 1", "NOT_COMPLETE"
+                )
+                assert (first.released_fen, first.rest_fen) == (0, 34000)
+                last = await alipay.convert_to_payment(auth_no, "T2", 4000, "day 2")
+                assert (last.auth_confirm_mode, last.released_fen, last.rest_fen) == (
+                    "COMPLETE",
+                    30000,
+                    0,
+                )
+                assert await alipay.convert_to_payment(auth_no, "T2", 4000, "") == last
+                status = await alipay.query_freeze("D1", "F1")
+                assert status.state == "FINISH"
+                amounts = (status.rest_fen, status.converted_fen, status.unfrozen_fen)
+                assert amounts == (0, 10000, 40000)
+
+                payment = await alipay.query_payment("T2")
+                assert (payment.state, payment.paid_fen) == ("SUCCESS", 4000)
+                assert payment.channel_txn_id == last.channel_txn_id
+                refund = await alipay.refund("T2", "R1", 1000, 4000, "")
+                assert refund.state == "SUCCESS"
+                rows = parse_statement("alipay", await alipay.statement(local_date(utc_now())))
+                assert [(r.kind, r.out_trade_no) for r in rows] == [
+                    ("payment", "T1"),
+                    ("payment", "T2"),
+                    ("refund", "T2"),
+                ]
+
+                await alipay.create_freeze("D2", "F2", 100, "", expires)
+                await alipay.close_freeze("D2", "F2")
+                assert (await alipay.query_freeze("D2", "F2")).state == "CLOSED"
+
+                signed = signing.signed(notification, KEYS["alipay"], time.time())
+                alipay.verify_notification(signed, "freeze")
+                with pytest.raises(BadSignature):
+                    alipay.verify_notification(signed)
+                with pytest.raises(BadSignature):
+                    alipay.verify_notification({**signed, "amount_fen": 50001}, "freeze")
+            nursery.cancel_scope.cancel()
+
+
+async def test_the_freeze_refusals_arrive_with_their_codes():
+    with trio.fail_after(LIMIT_S):
+        async with trio.open_nursery() as nursery:
+            url, _ = await start_api(nursery)
+            async with (
+                RemoteChannel("alipay", url, KEYS["alipay"]) as alipay,
+                RemoteChannel("wechat", url, KEYS["wechat"]) as wechat,
+            ):
+                expires = soon()
+                await expect_code("not_found", alipay.query_freeze("D1", "F1"))
+                await alipay.create_freeze("D1", "F1", 500, "", expires)
+                await expect_code(
+                    "request_no_used", alipay.create_freeze("D1", "F1", 501, "", expires)
+                )
+                await expect_code(
+                    "out_order_no_used", alipay.create_freeze("D1", "F9", 500, "", expires)
+                )
+                await expect_code(
+                    "expires_too_late",
+                    alipay.create_freeze("D2", "F2", 500, "", utc_now() + timedelta(days=31)),
+                )
+                await expect_code("bad_request", alipay.create_freeze("D3", "F3", 0, "", expires))
+                auth_no = (await alipay.authorize_freeze("D1", "F1"))["auth_no"]
+                await expect_code("already_authorized", alipay.authorize_freeze("D1", "F1"))
+                await expect_code("already_authorized", alipay.close_freeze("D1", "F1"))
+                await expect_code("unfreeze_exceeds_rest", alipay.unfreeze(auth_no, "U1", 501, ""))
+                await expect_code("request_no_used", alipay.unfreeze(auth_no, "F1", 1, ""))
+                await expect_code(
+                    "convert_exceeds_rest", alipay.convert_to_payment(auth_no, "T1", 501, "")
+                )
+                await expect_code(
+                    "bad_request", alipay.convert_to_payment(auth_no, "T1", 1, "", "SOME")
+                )
+                await expect_code("not_found", alipay.unfreeze("nope", "U1", 1, ""))
+
+                for call in (
+                    wechat.create_freeze("D1", "F1", 500, "", expires),
+                    wechat.query_freeze("D1", "F1"),
+                    wechat.close_freeze("D1", "F1"),
+                    wechat.unfreeze(auth_no, "U1", 1, ""),
+                    wechat.convert_to_payment(auth_no, "T1", 1, ""),
+                    wechat.authorize_freeze("D1", "F1"),
+                    wechat.inject_fault("unfreeze", "system_busy"),
+                ):
+                    await expect_code("not_supported", call)
+
+                await alipay.inject_fault("unfreeze", "system_busy")
+                with pytest.raises(ChannelError) as raised:
+                    await alipay.unfreeze(auth_no, "U1", 100, "")
+                assert raised.value.code == "system_busy"
+                assert raised.value.transient
+                assert (await alipay.unfreeze(auth_no, "U1", 100, "")).rest_fen == 400
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_freeze_lapses_on_the_simulators_clock_across_the_wire():
+    now = [utc_now().replace(microsecond=0)]
+    simulators = {"alipay": ChannelSimulator("alipay", KEYS["alipay"], lambda: now[0])}
+    with trio.fail_after(LIMIT_S):
+        async with trio.open_nursery() as nursery:
+            url, _ = await start_api(nursery, simulators)
+            async with RemoteChannel("alipay", url, KEYS["alipay"]) as alipay:
+                expires = now[0] + timedelta(days=30)
+                await alipay.create_freeze("D1", "F1", 50000, "", expires)
+                auth_no = (await alipay.authorize_freeze("D1", "F1"))["auth_no"]
+                await alipay.convert_to_payment(auth_no, "T1", 20000, "", "NOT_COMPLETE")
+                now[0] = expires
+                status = await alipay.query_freeze("D1", "F1")
+                assert status.state == "FINISH"
+                assert (status.rest_fen, status.converted_fen, status.lapsed_fen) == (
+                    0,
+                    20000,
+                    30000,
+                )
+                await expect_code("auth_expired", alipay.convert_to_payment(auth_no, "T2", 1, ""))
+                await expect_code("auth_expired", alipay.unfreeze(auth_no, "U1", 1, ""))
+                assert (await alipay.query_payment("T1")).state == "SUCCESS"
+            nursery.cancel_scope.cancel()
+
+
+async def test_an_authorised_freeze_is_notified_to_the_merchant_signed_as_a_freeze():
+    delivered = []
+    arrived = trio.Event()
+    checker = RemoteChannel("alipay", "ws://unused", KEYS["alipay"])
+
+    async def deliver(fields):
+        checker.verify_notification(fields, "freeze")  # raises, so unacknowledged, if not
+        delivered.append(fields)
+        arrived.set()
+        return True
+
+    simulators = {"alipay": ChannelSimulator("alipay", KEYS["alipay"], utc_now)}
+    notifier = Notifier(deliver, KEYS["alipay"], utc_now, NotifyPolicy(), random.Random(3))
+    with trio.fail_after(LIMIT_S):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(notifier.run)
+            url = await nursery.start(
+                partial(
+                    serve_channel_api,
+                    simulators,
+                    "127.0.0.1",
+                    0,
+                    notifiers={"alipay": notifier},
+                )
+            )
+            async with RemoteChannel("alipay", url, KEYS["alipay"]) as alipay:
+                await alipay.create_freeze("D1", "F1", 50000, "", soon())
+                unsigned = await alipay.authorize_freeze("D1", "F1")
+                await arrived.wait()
+            [notified] = delivered
+            assert {key: notified[key] for key in unsigned} == unsigned
+            assert set(notified) == {*fund_auth.FREEZE_NOTIFICATION_FIELDS, "signature"}
+            with pytest.raises(BadSignature):
+                checker.verify_notification(notified)  # never as a payment
             nursery.cancel_scope.cancel()
 
 

@@ -6,6 +6,15 @@ calls mirror what the real channels offer a merchant: create a scan-to-pay
 payment, query it, close it, refund it (idempotent by ``out_refund_no``),
 query a refund, verify a notification, fetch a day's statement.
 
+Alipay also offers a **pre-authorisation** (fund authorisation, 资金授权): an
+amount the visitor authorises is frozen in their account, and the merchant
+later converts part of it into a payment and unfreezes the rest, or
+unfreezes all of it; what is still frozen when the authorisation times out
+is released by the channel itself (it *lapses*). The freeze calls
+(:meth:`ChannelAdapter.create_freeze` and the rest) answer ``not_supported``
+on every other channel, a permanent refusal, so the server falls back to
+paying and refunding the rest.
+
 Errors a channel reports are :class:`ChannelError` with a stable code
 (``already_paid``, ``not_found``, ``refund_exceeds_payment``, ``system_busy``,
 ...). A call that cannot reach the channel raises :class:`ChannelUnavailable`.
@@ -27,6 +36,15 @@ from server.errors import ScenicError
 #: codes of answers that mean "not now" (WeChat Pay's SYSTEMERROR and FREQUENCY_LIMITED,
 #: Alipay's ACQ.SYSTEM_ERROR): the same call may succeed later
 TRANSIENT_CODES = frozenset({"channel_unavailable", "system_busy", "frequency_limited"})
+
+#: a freeze's states, as Alipay spells them: waiting for the visitor to authorise,
+#: something frozen, nothing frozen any more after a conversion, nothing frozen and
+#: nothing converted (never authorised, or all of it unfrozen or lapsed)
+FREEZE_STATES = ("INIT", "AUTHORIZED", "FINISH", "CLOSED")
+#: what a conversion does with the rest: release it at once, or leave it frozen
+AUTH_CONFIRM_MODES = ("COMPLETE", "NOT_COMPLETE")
+#: the longest a freeze may be authorised for at Alipay, from its creation
+MAX_FREEZE_DAYS = 30
 
 
 class ChannelError(ScenicError):
@@ -89,6 +107,82 @@ class RefundStatus:
     succeeded_at: datetime | None = None
 
 
+@attrs.frozen
+class CreatedFreeze:
+    """A freeze the channel now expects the visitor to authorise: the QR code to show.
+
+    ``expires_at`` is when the authorisation times out: unauthorised by then,
+    the freeze is closed; authorised, what is still frozen then lapses.
+    """
+
+    out_order_no: str
+    out_request_no: str
+    amount_fen: int
+    qr_payload: str
+    expires_at: datetime
+
+
+@attrs.frozen
+class FreezeStatus:
+    """The channel's view of one freeze (``state`` one of :data:`FREEZE_STATES`).
+
+    ``amount_fen`` is what the freeze was created for; once authorised it
+    splits, at every moment, into ``rest_fen`` (still frozen),
+    ``converted_fen`` (taken as payments), ``unfrozen_fen`` (released by the
+    merchant, including what a ``COMPLETE`` conversion released) and
+    ``lapsed_fen`` (released by the channel at ``expires_at``). Before the
+    visitor authorises, nothing is frozen (``rest_fen`` 0, ``auth_no`` and
+    ``authorized_at`` ``None``). An authorised freeze is ``FINISH`` or
+    ``CLOSED`` exactly when ``rest_fen`` is 0: ``FINISH`` if something was
+    converted, ``CLOSED`` if not.
+    """
+
+    out_order_no: str
+    out_request_no: str
+    state: str
+    amount_fen: int
+    expires_at: datetime
+    auth_no: str | None = None
+    authorized_at: datetime | None = None
+    rest_fen: int = 0
+    unfrozen_fen: int = 0
+    converted_fen: int = 0
+    lapsed_fen: int = 0
+
+
+@attrs.frozen
+class UnfreezeStatus:
+    """One unfreeze of a freeze: ``amount_fen`` released at ``unfrozen_at``,
+    ``rest_fen`` still frozen right after it."""
+
+    auth_no: str
+    out_request_no: str
+    amount_fen: int
+    rest_fen: int
+    unfrozen_at: datetime
+
+
+@attrs.frozen
+class FreezeConversion:
+    """A part of a freeze taken as a payment (Alipay's ``trade.pay`` with ``auth_no``).
+
+    The payment ``out_trade_no`` is then an ordinary paid payment of
+    ``amount_fen`` at the channel (``channel_txn_id``, ``paid_at``): queried,
+    refunded and billed like any other. ``released_fen`` is what the
+    conversion unfroze at once (the whole rest for ``COMPLETE``, 0 for
+    ``NOT_COMPLETE``), ``rest_fen`` what was still frozen right after it.
+    """
+
+    out_trade_no: str
+    auth_no: str
+    amount_fen: int
+    channel_txn_id: str
+    paid_at: datetime
+    auth_confirm_mode: str
+    released_fen: int
+    rest_fen: int
+
+
 class ChannelAdapter(Protocol):
     """What the server needs of one payment channel."""
 
@@ -119,8 +213,49 @@ class ChannelAdapter(Protocol):
     async def query_refund(self, out_refund_no: str) -> RefundStatus:
         """The refund's state; ``not_found`` if never requested."""
 
-    def verify_notification(self, fields: dict[str, Any]) -> None:
-        """Raise :class:`BadSignature` unless ``fields`` is a genuine, fresh notification."""
+    def verify_notification(self, fields: dict[str, Any], kind: str = "payment") -> None:
+        """Raise :class:`BadSignature` unless ``fields`` is a genuine, fresh notification
+        of ``kind``: ``"payment"`` (no ``kind`` field) or ``"freeze"`` (a signed
+        ``kind`` field saying so). One kind never verifies as the other."""
 
     async def statement(self, bill_date: date) -> str:
         """The channel's bill for ``bill_date`` (its local date) as CSV text."""
+
+    # -- pre-authorisation (Alipay's fund authorisation; ``not_supported`` elsewhere) ----
+
+    async def create_freeze(
+        self,
+        out_order_no: str,
+        out_request_no: str,
+        amount_fen: int,
+        description: str,
+        expires_at: datetime,
+    ) -> CreatedFreeze:
+        """Register a freeze for the visitor to authorise and return its QR payload;
+        idempotent by (``out_order_no``, ``out_request_no``). ``expires_at`` may be at
+        most :data:`MAX_FREEZE_DAYS` days away (``expires_too_late``)."""
+
+    async def query_freeze(self, out_order_no: str, out_request_no: str) -> FreezeStatus:
+        """The freeze's state and amounts at the channel; ``not_found`` if never created."""
+
+    async def close_freeze(self, out_order_no: str, out_request_no: str) -> None:
+        """Close a freeze not yet authorised so it can no longer be;
+        ``already_authorized`` if the visitor beat us to it."""
+
+    async def unfreeze(
+        self, auth_no: str, out_request_no: str, amount_fen: int, reason: str
+    ) -> UnfreezeStatus:
+        """Release ``amount_fen`` of what is still frozen; idempotent by ``out_request_no``;
+        never more than the rest (``unfreeze_exceeds_rest``)."""
+
+    async def convert_to_payment(
+        self,
+        auth_no: str,
+        out_trade_no: str,
+        amount_fen: int,
+        description: str,
+        auth_confirm_mode: str = "COMPLETE",
+    ) -> FreezeConversion:
+        """Take ``amount_fen`` of what is still frozen as the payment ``out_trade_no``
+        (``COMPLETE`` releases the rest at once); idempotent by ``out_trade_no``;
+        ``auth_expired`` once the authorisation timed out."""

@@ -35,13 +35,17 @@ from trio_websocket import (
     connect_websocket_url,
 )
 
-from server.channels import signing
+from server.channels import fund_auth
 from server.channels.adapter import (
     ChannelError,
     ChannelUnavailable,
+    CreatedFreeze,
     CreatedPayment,
+    FreezeConversion,
+    FreezeStatus,
     PaymentStatus,
     RefundStatus,
+    UnfreezeStatus,
 )
 from server.channels.sim_api import MAX_MESSAGE_BYTES, SUBPROTOCOL
 from server.channels.simulator import utc_now
@@ -50,7 +54,7 @@ from server.errors import ScenicError
 
 log = logging.getLogger("scenic.channels.remote")
 
-_TIME_FIELDS = ("paid_at", "succeeded_at")
+_TIME_FIELDS = ("paid_at", "succeeded_at", "expires_at", "authorized_at", "unfrozen_at")
 
 
 class _Reply:
@@ -171,10 +175,72 @@ class RemoteChannel:
             RefundStatus, await self._call("query_refund", out_refund_no=out_refund_no)
         )
 
-    def verify_notification(self, fields: dict[str, Any]) -> None:
-        """Raise :class:`~server.channels.adapter.BadSignature` unless ``fields`` is
-        signed with this channel's key and fresh by ``clock``."""
-        signing.verify(fields, self.secret, self.clock().timestamp())
+    def verify_notification(self, fields: dict[str, Any], kind: str = "payment") -> None:
+        """Raise :class:`~server.channels.adapter.BadSignature` unless ``fields`` is a
+        notification of ``kind`` signed with this channel's key and fresh by ``clock``."""
+        fund_auth.verify_notification(fields, self.secret, self.clock().timestamp(), kind)
+
+    async def create_freeze(
+        self,
+        out_order_no: str,
+        out_request_no: str,
+        amount_fen: int,
+        description: str,
+        expires_at: datetime,
+    ) -> CreatedFreeze:
+        """Register a freeze at the simulator; see the adapter's contract."""
+        ok = await self._call(
+            "create_freeze",
+            out_order_no=out_order_no,
+            out_request_no=out_request_no,
+            amount_fen=amount_fen,
+            description=description,
+            expires_at=expires_at.timestamp(),
+        )
+        return _from_wire(CreatedFreeze, ok)
+
+    async def query_freeze(self, out_order_no: str, out_request_no: str) -> FreezeStatus:
+        """The freeze's state and amounts at the simulator; ``not_found`` if never created."""
+        ok = await self._call(
+            "query_freeze", out_order_no=out_order_no, out_request_no=out_request_no
+        )
+        return _from_wire(FreezeStatus, ok)
+
+    async def close_freeze(self, out_order_no: str, out_request_no: str) -> None:
+        """Close a freeze not yet authorised; ``already_authorized`` if it is."""
+        await self._call("close_freeze", out_order_no=out_order_no, out_request_no=out_request_no)
+
+    async def unfreeze(
+        self, auth_no: str, out_request_no: str, amount_fen: int, reason: str
+    ) -> UnfreezeStatus:
+        """Release part or all of what is still frozen, idempotently by ``out_request_no``."""
+        ok = await self._call(
+            "unfreeze",
+            auth_no=auth_no,
+            out_request_no=out_request_no,
+            amount_fen=amount_fen,
+            reason=reason,
+        )
+        return _from_wire(UnfreezeStatus, ok)
+
+    async def convert_to_payment(
+        self,
+        auth_no: str,
+        out_trade_no: str,
+        amount_fen: int,
+        description: str,
+        auth_confirm_mode: str = "COMPLETE",
+    ) -> FreezeConversion:
+        """Take part of what is still frozen as a payment, idempotently by ``out_trade_no``."""
+        ok = await self._call(
+            "convert_to_payment",
+            auth_no=auth_no,
+            out_trade_no=out_trade_no,
+            amount_fen=amount_fen,
+            description=description,
+            auth_confirm_mode=auth_confirm_mode,
+        )
+        return _from_wire(FreezeConversion, ok)
 
     async def statement(self, bill_date: date) -> str:
         """The channel's bill for ``bill_date`` as CSV text."""
@@ -193,6 +259,16 @@ class RemoteChannel:
         if amount_fen is not None:
             args["amount_fen"] = amount_fen
         return (await self._call("pay", **args))["notification"]
+
+    async def authorize_freeze(self, out_order_no: str, out_request_no: str) -> dict[str, Any]:
+        """Visitor side (tests, load test): authorise a freeze at the simulator.
+
+        Returns the unsigned notification; the simulator's notifier delivers it.
+        """
+        ok = await self._call(
+            "authorize_freeze", out_order_no=out_order_no, out_request_no=out_request_no
+        )
+        return ok["notification"]
 
     async def inject_fault(
         self, call: str, fault: str, *, count: int = 1, stall_s: float = 0.0

@@ -8,14 +8,17 @@
 channel-sim`` (:mod:`clients.channel_sim`) runs it; the server's
 :class:`~server.channels.remote.RemoteChannel` calls it. The ops are
 ``create_payment``, ``query_payment``, ``close_payment``, ``refund``,
-``query_refund`` and ``statement`` (each takes ``channel``), the
-visitor-side ``pay``, and ``inject_fault`` for tests and load tests (the
+``query_refund``, ``statement`` and Alipay's pre-authorisation
+``create_freeze``, ``query_freeze``, ``close_freeze``, ``unfreeze``,
+``convert_to_payment`` (each takes ``channel``), the visitor-side ``pay``
+and ``authorize_freeze``, and ``inject_fault`` for tests and load tests (the
 next calls of an op answer ``system_busy``, or stall). Times travel as float
 seconds since the epoch, dates as ``YYYY-MM-DD``. Requests on one
 connection are served concurrently (up to :data:`MAX_IN_FLIGHT`) and replies
-carry the request's id: a stalled call holds up no other. A ``pay`` hands its
-notification to the channel's :class:`~server.channels.notifier.Notifier`,
-which delivers it to the scenic server.
+carry the request's id: a stalled call holds up no other. A ``pay`` or an
+``authorize_freeze`` hands its notification to the channel's
+:class:`~server.channels.notifier.Notifier`, which delivers it to the scenic
+server.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest, WebSocketServer
 
-from server.channels.adapter import ChannelError, ChannelUnavailable
+from server.channels.adapter import AUTH_CONFIRM_MODES, ChannelError, ChannelUnavailable
 from server.channels.notifier import Notifier
 from server.channels.simulator import FAULTS, MERCHANT_OPS, ChannelSimulator
 from server.envelope import Rejected, Request, error_frame, ok_frame, read_request
@@ -50,6 +53,9 @@ MAX_IN_FLIGHT = 256
 _CHANNEL = Arg("channel", "text", max_len=16)
 _OUT_TRADE_NO = Arg("out_trade_no", "text", max_len=64)
 _OUT_REFUND_NO = Arg("out_refund_no", "text", max_len=64)
+_OUT_ORDER_NO = Arg("out_order_no", "text", max_len=64)
+_OUT_REQUEST_NO = Arg("out_request_no", "text", max_len=64)
+_AUTH_NO = Arg("auth_no", "text", max_len=64)
 _FEN = {"low": 1, "high": 10**12}
 
 #: every op of the API and its arguments
@@ -74,6 +80,38 @@ OP_ARGS: dict[str, tuple[Arg, ...]] = {
     "query_refund": (_CHANNEL, _OUT_REFUND_NO),
     "statement": (_CHANNEL, Arg("bill_date", "text", pattern=r"\d{4}-\d{2}-\d{2}")),
     "pay": (_CHANNEL, _OUT_TRADE_NO, Arg("amount_fen", "int", required=False, **_FEN)),
+    "create_freeze": (
+        _CHANNEL,
+        _OUT_ORDER_NO,
+        _OUT_REQUEST_NO,
+        Arg("amount_fen", "int", **_FEN),
+        Arg("description", "text", required=False, max_len=256, default=""),
+        Arg("expires_at", "number"),
+    ),
+    "query_freeze": (_CHANNEL, _OUT_ORDER_NO, _OUT_REQUEST_NO),
+    "close_freeze": (_CHANNEL, _OUT_ORDER_NO, _OUT_REQUEST_NO),
+    "unfreeze": (
+        _CHANNEL,
+        _AUTH_NO,
+        _OUT_REQUEST_NO,
+        Arg("amount_fen", "int", **_FEN),
+        Arg("reason", "text", required=False, max_len=256, default=""),
+    ),
+    "convert_to_payment": (
+        _CHANNEL,
+        _AUTH_NO,
+        _OUT_TRADE_NO,
+        Arg("amount_fen", "int", **_FEN),
+        Arg("description", "text", required=False, max_len=256, default=""),
+        Arg(
+            "auth_confirm_mode",
+            "text",
+            required=False,
+            pattern="|".join(AUTH_CONFIRM_MODES),
+            default="COMPLETE",
+        ),
+    ),
+    "authorize_freeze": (_CHANNEL, _OUT_ORDER_NO, _OUT_REQUEST_NO),
     "inject_fault": (
         _CHANNEL,
         Arg("call", "text", pattern="|".join(MERCHANT_OPS)),
@@ -95,8 +133,9 @@ def to_wire(value: Any) -> dict[str, Any]:
 class ChannelApi:
     """The API's request handling, sans-IO: a frame in, a reply frame out.
 
-    ``notifiers`` (by channel) receive the notifications of ``pay``; without
-    one, ``pay`` only answers with the unsigned notification.
+    ``notifiers`` (by channel) receive the notifications of ``pay`` and
+    ``authorize_freeze``; without one, these only answer with the unsigned
+    notification.
     """
 
     def __init__(
@@ -194,14 +233,59 @@ class ChannelApi:
         simulator.inject_fault(args["call"], args["fault"], args["count"], args["stall_s"])
         return {}
 
+    def _create_freeze(self, simulator: ChannelSimulator, args: dict) -> dict:
+        created = simulator.create_freeze(
+            args["out_order_no"],
+            args["out_request_no"],
+            args["amount_fen"],
+            args["description"],
+            _from_epoch(args["expires_at"]),
+        )
+        return to_wire(created)
+
+    def _query_freeze(self, simulator: ChannelSimulator, args: dict) -> dict:
+        return to_wire(simulator.query_freeze(args["out_order_no"], args["out_request_no"]))
+
+    def _close_freeze(self, simulator: ChannelSimulator, args: dict) -> dict:
+        simulator.close_freeze(args["out_order_no"], args["out_request_no"])
+        return {}
+
+    def _unfreeze(self, simulator: ChannelSimulator, args: dict) -> dict:
+        done = simulator.unfreeze(
+            args["auth_no"], args["out_request_no"], args["amount_fen"], args["reason"]
+        )
+        return to_wire(done)
+
+    def _convert_to_payment(self, simulator: ChannelSimulator, args: dict) -> dict:
+        done = simulator.convert_to_payment(
+            args["auth_no"],
+            args["out_trade_no"],
+            args["amount_fen"],
+            args["description"],
+            args["auth_confirm_mode"],
+        )
+        return to_wire(done)
+
     def _pay(self, simulator: ChannelSimulator, args: dict) -> dict:
-        notifier = self.notifiers.get(simulator.name)
-        if notifier is not None and not notifier.has_room():
-            raise ChannelUnavailable("the notification queue is full; pay again later")
+        notifier = self._notifier_with_room(simulator, "pay")
         fields = simulator.pay(args["out_trade_no"], amount_fen=args["amount_fen"])
         if notifier is not None:
             notifier.submit(fields)
         return {"notification": fields}
+
+    def _authorize_freeze(self, simulator: ChannelSimulator, args: dict) -> dict:
+        notifier = self._notifier_with_room(simulator, "authorise")
+        fields = simulator.authorize_freeze(args["out_order_no"], args["out_request_no"])
+        if notifier is not None:
+            notifier.submit(fields)
+        return {"notification": fields}
+
+    def _notifier_with_room(self, simulator: ChannelSimulator, verb: str) -> Notifier | None:
+        """The channel's notifier, if any; refuses (transiently) while its queue is full."""
+        notifier = self.notifiers.get(simulator.name)
+        if notifier is not None and not notifier.has_room():
+            raise ChannelUnavailable(f"the notification queue is full; {verb} again later")
+        return notifier
 
 
 def _from_epoch(seconds: float) -> datetime:

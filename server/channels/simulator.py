@@ -8,6 +8,13 @@ is what a phone scanning the QR code does: the payment becomes paid and the
 channel produces the notification it will send to the merchant. What a
 notification says is what the channel collected and what its query reports.
 
+Alipay's simulator also keeps fund authorisations (freezes; the rules of one
+are :mod:`server.channels.fund_auth`): :meth:`ChannelSimulator.create_freeze`,
+the visitor's :meth:`ChannelSimulator.authorize_freeze`, query, close,
+unfreeze, and conversion into a payment, which then is an ordinary paid
+payment of these books. WeChat Pay's answers every freeze call
+``not_supported``.
+
 Faults can be injected into the merchant API (:meth:`ChannelSimulator.inject_fault`):
 the next calls of an op answer ``system_busy`` (a transient refusal, as
 WeChat Pay's SYSTEMERROR), or are held for a while before they are served
@@ -25,24 +32,38 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 import trio
 
-from actors.channels import COUNTER_CHANNELS, QR_CHANNELS
-from server.channels import signing
+from actors.channels import COUNTER_CHANNELS, QR_CHANNELS, Channel
+from server.channels import fund_auth
 from server.channels.adapter import (
+    MAX_FREEZE_DAYS,
     BadSignature,
     ChannelError,
+    CreatedFreeze,
     CreatedPayment,
+    FreezeConversion,
+    FreezeStatus,
     PaymentStatus,
     RefundStatus,
+    UnfreezeStatus,
 )
+from server.channels.fund_auth import Freeze
 from server.channels.statement import StatementRow, fee_fen, local_date, write_statement
 
 Clock = Callable[[], datetime]
 REFUND_MODES = ("instant", "processing")
+#: the merchant API's freeze calls (Alipay's fund authorisation)
+PREAUTH_OPS = (
+    "create_freeze",
+    "query_freeze",
+    "close_freeze",
+    "unfreeze",
+    "convert_to_payment",
+)
 #: the merchant API's calls, the ones faults can be injected into
 MERCHANT_OPS = (
     "create_payment",
@@ -51,7 +72,12 @@ MERCHANT_OPS = (
     "refund",
     "query_refund",
     "statement",
+    *PREAUTH_OPS,
 )
+#: the channels that offer a pre-authorisation
+PREAUTH_CHANNELS = (Channel.ALIPAY,)
+#: how long a freeze may be authorised for, by default: Alipay's maximum
+MAX_FREEZE = timedelta(days=MAX_FREEZE_DAYS)
 #: what an injected fault does to a call
 FAULTS = ("system_busy", "stall")
 
@@ -97,8 +123,10 @@ class ChannelSimulator:
     ``refund_mode`` ``"instant"`` makes every refund succeed at once;
     ``"processing"`` answers ``PROCESSING`` first and reports ``SUCCESS`` to a
     query or a repeated request once ``processing_s`` seconds of clock time
-    have passed, as real refunds to bank cards do. Every refusal is a
-    :class:`~server.channels.adapter.ChannelError` with a stable code.
+    have passed, as real refunds to bank cards do. ``max_freeze`` bounds a
+    freeze's ``expires_at`` from its creation (Alipay's 30 days by default).
+    Every refusal is a :class:`~server.channels.adapter.ChannelError` with a
+    stable code.
     """
 
     def __init__(
@@ -110,11 +138,14 @@ class ChannelSimulator:
         refund_mode: str = "instant",
         processing_s: float = 5.0,
         rng: random.Random | None = None,
+        max_freeze: timedelta = MAX_FREEZE,
     ) -> None:
         if name not in QR_CHANNELS:
             raise ValueError(f"no simulator for channel {name!r}; QR channels: {QR_CHANNELS}")
         if refund_mode not in REFUND_MODES:
             raise ValueError(f"refund_mode must be one of {REFUND_MODES}, not {refund_mode!r}")
+        if max_freeze <= timedelta(0):
+            raise ValueError(f"max_freeze must be positive, not {max_freeze}")
         self.name = name
         self.secret = secret
         self.clock = clock
@@ -125,6 +156,11 @@ class ChannelSimulator:
         self._refunds: dict[str, _Refund] = {}
         self._issued_ids: set[str] = set()
         self._faults: dict[tuple[str, str], _Fault] = {}
+        self.max_freeze = max_freeze
+        #: freezes by out_order_no, and the indexes of auth_no and conversions to them
+        self._freezes: dict[str, Freeze] = {}
+        self._order_of_auth: dict[str, str] = {}
+        self._order_of_conversion: dict[str, str] = {}
 
     # -- faults ----------------------------------------------------------------------
 
@@ -138,9 +174,12 @@ class ChannelSimulator:
         its own, so a call may both stall and then be refused. Injecting again
         adds to the count (the latest ``stall_s`` applies). Raises
         ``bad_request`` for an unknown op or fault, a count outside 1..10000
-        or a stall outside 0..3600 s.
+        or a stall outside 0..3600 s, ``not_supported`` for a freeze op of a
+        channel without freezes.
         """
         _require(op in MERCHANT_OPS, "op")
+        if op in PREAUTH_OPS:
+            self._offers_preauth()
         _require(fault in FAULTS, "fault")
         _require(type(count) is int and 1 <= count <= 10_000, "count")
         _require(type(stall_s) in (int, float) and 0 <= stall_s <= 3600, "stall_s")
@@ -193,7 +232,7 @@ class ChannelSimulator:
             if state == "CLOSED":
                 raise ChannelError(f"{out_trade_no} is closed", code="closed")
             return CreatedPayment(out_trade_no, amount_fen, existing.qr_payload)
-        token = self._new_id(lambda: "".join(self._rng.choices(_TOKEN_CHARS, k=24)))
+        token = self._new_id(self._token_candidate)
         if self.name == "wechat":
             qr_payload = f"weixin://wxpay/bizpayurl?pr={token}"
         else:
@@ -335,6 +374,156 @@ class ChannelSimulator:
         rows.sort(key=lambda row: (row.at, row.kind, row.out_trade_no, row.out_refund_no or ""))
         return write_statement(self.name, rows, bill_date)
 
+    # -- merchant API: pre-authorisation (Alipay's fund authorisation) ---------------
+
+    def create_freeze(
+        self,
+        out_order_no: str,
+        out_request_no: str,
+        amount_fen: int,
+        description: str,
+        expires_at: datetime,
+    ) -> CreatedFreeze:
+        """Register a freeze for the visitor to authorise and return its QR payload.
+
+        Asking again with the same ``out_order_no``, ``out_request_no`` and
+        amount returns the same freeze while it waits. Raises
+        ``not_supported`` (no freezes at this channel), ``request_no_used``
+        for the same numbers and another amount, ``out_order_no_used`` for
+        the same ``out_order_no`` and another ``out_request_no``,
+        ``already_authorized`` or ``closed`` when the freeze is past waiting,
+        ``expires_too_late`` for an ``expires_at`` more than
+        :attr:`max_freeze` from now, ``bad_request`` for an empty or long
+        number, an amount below 1 fen, or an ``expires_at`` that is naive or
+        not in the future.
+        """
+        self._offers_preauth()
+        self._serve("create_freeze")
+        _require(_is_number(out_order_no), "out_order_no")
+        _require(_is_number(out_request_no), "out_request_no")
+        _require(type(amount_fen) is int and amount_fen > 0, "amount_fen")
+        existing = self._freezes.get(out_order_no)
+        if existing is not None:
+            return self._created_again(existing, out_request_no, amount_fen)
+        now = self.clock()
+        _require(isinstance(expires_at, datetime) and expires_at.tzinfo is not None, "expires_at")
+        _require(expires_at > now, "expires_at")
+        if expires_at > now + self.max_freeze:
+            raise ChannelError(
+                f"expires_at {expires_at.isoformat()} is more than {self.max_freeze.days} days "
+                f"away; {self.name} authorises a freeze for at most {self.max_freeze}",
+                code="expires_too_late",
+            )
+        freeze = Freeze(
+            out_order_no,
+            out_request_no,
+            amount_fen,
+            description,
+            expires_at,
+            f"https://qr.alipay.com/{self._new_id(self._token_candidate)}",
+        )
+        self._freezes[out_order_no] = freeze
+        return _created(freeze)
+
+    def query_freeze(self, out_order_no: str, out_request_no: str) -> FreezeStatus:
+        """The freeze's state and amounts now, a lapse included (see
+        :func:`server.channels.fund_auth.status`). Raises ``not_supported``,
+        ``not_found`` (no such freeze under these numbers)."""
+        self._offers_preauth()
+        self._serve("query_freeze")
+        return fund_auth.status(self._freeze(out_order_no, out_request_no), self.clock())
+
+    def close_freeze(self, out_order_no: str, out_request_no: str) -> None:
+        """Close a freeze not yet authorised so it can no longer be; closing twice is fine.
+
+        Raises ``not_supported``, ``not_found``, ``already_authorized``.
+        """
+        self._offers_preauth()
+        self._serve("close_freeze")
+        freeze = self._freeze(out_order_no, out_request_no)
+        self._freezes[out_order_no] = fund_auth.close(freeze, self.clock())
+
+    def unfreeze(
+        self, auth_no: str, out_request_no: str, amount_fen: int, reason: str
+    ) -> UnfreezeStatus:
+        """Release ``amount_fen`` of what the authorisation ``auth_no`` still holds.
+
+        Idempotent by ``out_request_no`` (within the authorisation). Raises
+        ``not_supported``, ``not_found`` (no such ``auth_no``),
+        ``request_no_used``, ``auth_expired``, ``unfreeze_exceeds_rest``,
+        ``bad_request`` (see :func:`server.channels.fund_auth.unfreeze`).
+        """
+        self._offers_preauth()
+        self._serve("unfreeze")
+        _require(_is_number(out_request_no), "out_request_no")
+        freeze = self._authorised(auth_no)
+        freeze, done = fund_auth.unfreeze(freeze, out_request_no, amount_fen, self.clock())
+        self._freezes[freeze.out_order_no] = freeze
+        return done
+
+    def convert_to_payment(
+        self,
+        auth_no: str,
+        out_trade_no: str,
+        amount_fen: int,
+        description: str,
+        auth_confirm_mode: str = "COMPLETE",
+    ) -> FreezeConversion:
+        """Take ``amount_fen`` of the authorisation ``auth_no`` as the payment ``out_trade_no``.
+
+        The payment is then paid at once, as any other: ``query_payment``
+        shows it ``SUCCESS`` with ``paid_fen`` = ``amount_fen``, ``refund``
+        refunds it, the day's statement bills it. ``COMPLETE`` releases the
+        rest of the freeze with it, ``NOT_COMPLETE`` leaves it frozen. The
+        same ``out_trade_no``, authorisation and amount again returns the
+        same conversion. Raises ``not_supported``, ``not_found``,
+        ``out_trade_no_used`` (a number used by another payment or
+        conversion), ``not_authorized``, ``auth_expired``,
+        ``convert_exceeds_rest``, ``bad_request``.
+        """
+        self._offers_preauth()
+        self._serve("convert_to_payment")
+        order_no = self._order_of_conversion.get(out_trade_no)
+        if order_no is not None:
+            done = next(
+                c for c in self._freezes[order_no].conversions if c.out_trade_no == out_trade_no
+            )
+            if done.auth_no != auth_no or done.amount_fen != amount_fen:
+                raise ChannelError(
+                    f"out_trade_no {out_trade_no} took {done.amount_fen} fen of {done.auth_no}",
+                    code="out_trade_no_used",
+                )
+            return done
+        if out_trade_no in self._payments:
+            raise ChannelError(
+                f"out_trade_no {out_trade_no} is another payment's", code="out_trade_no_used"
+            )
+        _require(_is_number(out_trade_no), "out_trade_no")
+        freeze = self._authorised(auth_no)
+        now = self.clock()
+        freeze, done = fund_auth.convert(
+            freeze,
+            out_trade_no,
+            amount_fen,
+            auth_confirm_mode,
+            now,
+            lambda: self._new_id(lambda: self._txn_id_candidate(now)),
+        )
+        self._freezes[freeze.out_order_no] = freeze
+        self._order_of_conversion[out_trade_no] = freeze.out_order_no
+        self._payments[out_trade_no] = _Payment(
+            out_trade_no,
+            amount_fen,
+            description,
+            now,
+            "",
+            "SUCCESS",
+            done.channel_txn_id,
+            now,
+            amount_fen,
+        )
+        return done
+
     # -- visitor side ----------------------------------------------------------------
 
     def pay(
@@ -371,7 +560,72 @@ class ChannelSimulator:
             "paid_at": at.timestamp(),
         }
 
+    def authorize_freeze(
+        self, out_order_no: str, out_request_no: str, *, at: datetime | None = None
+    ) -> dict[str, Any]:
+        """A visitor authorises a freeze in their app: its amount is frozen under a
+        fresh ``auth_no``; returns the unsigned notification.
+
+        The notification fields are :data:`~server.channels.fund_auth.FREEZE_NOTIFICATION_FIELDS`
+        but ``nonce`` and ``sign_ts`` (the notifier adds those when it signs):
+        ``kind`` (``"freeze"``), ``channel``, ``out_order_no``,
+        ``out_request_no``, ``auth_no``, ``amount_fen`` (what is frozen) and
+        ``authorized_at`` (epoch seconds). Raises ``not_supported``,
+        ``not_found``, ``closed`` (closed, or past its ``expires_at``),
+        ``already_authorized``.
+        """
+        self._offers_preauth()
+        freeze = self._freeze(out_order_no, out_request_no)
+        at = at or self.clock()
+        freeze = fund_auth.authorize(
+            freeze, at, lambda: self._new_id(lambda: self._auth_no_candidate(at))
+        )
+        self._freezes[out_order_no] = freeze
+        self._order_of_auth[freeze.auth_no] = out_order_no
+        return fund_auth.notification(freeze, self.name)
+
     # -- internals -------------------------------------------------------------------
+
+    def _offers_preauth(self) -> None:
+        if self.name not in PREAUTH_CHANNELS:
+            raise ChannelError(
+                f"{self.name} offers no pre-authorisation; pay and refund the rest instead",
+                code="not_supported",
+            )
+
+    def _freeze(self, out_order_no: str, out_request_no: str) -> Freeze:
+        freeze = self._freezes.get(out_order_no)
+        if freeze is None or freeze.out_request_no != out_request_no:
+            raise ChannelError(
+                f"no freeze {out_order_no} with request {out_request_no}", code="not_found"
+            )
+        return freeze
+
+    def _authorised(self, auth_no: str) -> Freeze:
+        order_no = self._order_of_auth.get(auth_no)
+        if order_no is None:
+            raise ChannelError(f"no authorisation {auth_no}", code="not_found")
+        return self._freezes[order_no]
+
+    def _created_again(self, freeze: Freeze, out_request_no: str, amount_fen: int) -> CreatedFreeze:
+        if freeze.out_request_no != out_request_no:
+            raise ChannelError(
+                f"out_order_no {freeze.out_order_no} was created with request "
+                f"{freeze.out_request_no}",
+                code="out_order_no_used",
+            )
+        if freeze.amount_fen != amount_fen:
+            raise ChannelError(
+                f"out_request_no {out_request_no} was created for {freeze.amount_fen} fen",
+                code="request_no_used",
+            )
+        if freeze.auth_no is not None:
+            raise ChannelError(
+                f"freeze {freeze.out_order_no} is already authorised", code="already_authorized"
+            )
+        if fund_auth.status(freeze, self.clock()).state == "CLOSED":
+            raise ChannelError(f"freeze {freeze.out_order_no} is closed", code="closed")
+        return _created(freeze)
 
     def _payment(self, out_trade_no: str) -> _Payment:
         payment = self._payments.get(out_trade_no)
@@ -413,6 +667,12 @@ class ChannelSimulator:
             return f"420000{self._digits(4)}{day}{self._digits(10)}"
         return f"{day}2200{self._digits(16)}"
 
+    def _token_candidate(self) -> str:
+        return "".join(self._rng.choices(_TOKEN_CHARS, k=24))
+
+    def _auth_no_candidate(self, at: datetime) -> str:
+        return f"{local_date(at).strftime('%Y%m%d')}2001{self._digits(16)}"
+
     def _refund_id_candidate(self) -> str:
         day = local_date(self.clock()).strftime("%Y%m%d")
         if self.name == "wechat":
@@ -421,6 +681,21 @@ class ChannelSimulator:
 
 
 _TOKEN_CHARS = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"
+
+
+def _is_number(value: Any) -> bool:
+    """Whether ``value`` can be a merchant's order, request or trade number."""
+    return isinstance(value, str) and 0 < len(value) <= 64
+
+
+def _created(freeze: Freeze) -> CreatedFreeze:
+    return CreatedFreeze(
+        freeze.out_order_no,
+        freeze.out_request_no,
+        freeze.amount_fen,
+        freeze.qr_payload,
+        freeze.expires_at,
+    )
 
 
 def _require(condition: bool, name: str) -> None:
@@ -472,9 +747,57 @@ class SimulatedChannel:
         await self._stall("query_refund")
         return self.simulator.query_refund(out_refund_no)
 
-    def verify_notification(self, fields: dict[str, Any]) -> None:
-        """Raise :class:`BadSignature` unless ``fields`` is signed by this channel and fresh."""
-        signing.verify(fields, self.simulator.secret, self.simulator.clock().timestamp())
+    def verify_notification(self, fields: dict[str, Any], kind: str = "payment") -> None:
+        """Raise :class:`BadSignature` unless ``fields`` is a notification of ``kind``
+        signed by this channel and fresh (:func:`server.channels.fund_auth.verify_notification`)."""
+        fund_auth.verify_notification(
+            fields, self.simulator.secret, self.simulator.clock().timestamp(), kind
+        )
+
+    async def create_freeze(
+        self,
+        out_order_no: str,
+        out_request_no: str,
+        amount_fen: int,
+        description: str,
+        expires_at: datetime,
+    ) -> CreatedFreeze:
+        """See :meth:`ChannelSimulator.create_freeze`."""
+        await self._stall("create_freeze")
+        return self.simulator.create_freeze(
+            out_order_no, out_request_no, amount_fen, description, expires_at
+        )
+
+    async def query_freeze(self, out_order_no: str, out_request_no: str) -> FreezeStatus:
+        """See :meth:`ChannelSimulator.query_freeze`."""
+        await self._stall("query_freeze")
+        return self.simulator.query_freeze(out_order_no, out_request_no)
+
+    async def close_freeze(self, out_order_no: str, out_request_no: str) -> None:
+        """See :meth:`ChannelSimulator.close_freeze`."""
+        await self._stall("close_freeze")
+        self.simulator.close_freeze(out_order_no, out_request_no)
+
+    async def unfreeze(
+        self, auth_no: str, out_request_no: str, amount_fen: int, reason: str
+    ) -> UnfreezeStatus:
+        """See :meth:`ChannelSimulator.unfreeze`."""
+        await self._stall("unfreeze")
+        return self.simulator.unfreeze(auth_no, out_request_no, amount_fen, reason)
+
+    async def convert_to_payment(
+        self,
+        auth_no: str,
+        out_trade_no: str,
+        amount_fen: int,
+        description: str,
+        auth_confirm_mode: str = "COMPLETE",
+    ) -> FreezeConversion:
+        """See :meth:`ChannelSimulator.convert_to_payment`."""
+        await self._stall("convert_to_payment")
+        return self.simulator.convert_to_payment(
+            auth_no, out_trade_no, amount_fen, description, auth_confirm_mode
+        )
 
     async def _stall(self, op: str) -> None:
         stall_s = self.simulator.take_stall(op)
@@ -559,9 +882,52 @@ class CounterChannel:
             raise ChannelError(f"no refund {out_refund_no}", code="not_found")
         return status
 
-    def verify_notification(self, fields: dict[str, Any]) -> None:
+    def verify_notification(self, fields: dict[str, Any], kind: str = "payment") -> None:
         """Always raises :class:`BadSignature`: cash and card send no notifications."""
         raise BadSignature("cash and card have no notifications")
+
+    async def create_freeze(
+        self,
+        out_order_no: str,
+        out_request_no: str,
+        amount_fen: int,
+        description: str,
+        expires_at: datetime,
+    ) -> CreatedFreeze:
+        """Always raises ``not_supported``: a counter cannot freeze money."""
+        await self._no_preauth()
+
+    async def query_freeze(self, out_order_no: str, out_request_no: str) -> FreezeStatus:
+        """Always raises ``not_supported``."""
+        await self._no_preauth()
+
+    async def close_freeze(self, out_order_no: str, out_request_no: str) -> None:
+        """Always raises ``not_supported``."""
+        await self._no_preauth()
+
+    async def unfreeze(
+        self, auth_no: str, out_request_no: str, amount_fen: int, reason: str
+    ) -> UnfreezeStatus:
+        """Always raises ``not_supported``."""
+        await self._no_preauth()
+
+    async def convert_to_payment(
+        self,
+        auth_no: str,
+        out_trade_no: str,
+        amount_fen: int,
+        description: str,
+        auth_confirm_mode: str = "COMPLETE",
+    ) -> FreezeConversion:
+        """Always raises ``not_supported``."""
+        await self._no_preauth()
+
+    async def _no_preauth(self) -> NoReturn:
+        await trio.lowlevel.checkpoint()
+        raise ChannelError(
+            f"{self.name} offers no pre-authorisation; take the deposit as a payment",
+            code="not_supported",
+        )
 
     async def statement(self, bill_date: date) -> str:
         """An empty bill: the header only (the cash drawer is reconciled by hand)."""
