@@ -58,14 +58,23 @@ def signed(fields: Mapping[str, Any], secret: bytes, now_ts: float) -> dict[str,
     return {**body, "signature": sign(body, secret)}
 
 
-def verify(fields: Mapping[str, Any], secret: bytes, now_ts: float) -> None:
-    """Raise :class:`BadSignature` unless ``fields`` is complete, fresh and signed by ``secret``."""
-    missing = [name for name in (*NOTIFICATION_FIELDS, "signature") if fields.get(name) is None]
+def verify(
+    fields: Mapping[str, Any],
+    secret: bytes,
+    now_ts: float,
+    signed_fields: tuple[str, ...] = NOTIFICATION_FIELDS,
+) -> None:
+    """Raise :class:`BadSignature` unless ``fields`` is complete, fresh and signed by ``secret``.
+
+    The signature covers exactly ``signed_fields`` (a payment notification's
+    by default; a freeze notification has its own list).
+    """
+    missing = [name for name in (*signed_fields, "signature") if fields.get(name) is None]
     if missing:
         raise BadSignature(f"notification lacks {', '.join(missing)}")
     signature = fields["signature"]
     if not isinstance(signature, str) or not hmac.compare_digest(
-        signature.upper(), sign({k: fields[k] for k in NOTIFICATION_FIELDS}, secret)
+        signature.upper(), sign({k: fields[k] for k in signed_fields}, secret)
     ):
         raise BadSignature("the notification's signature does not match")
     sign_ts = fields["sign_ts"]
