@@ -12,7 +12,8 @@ The pure core (no I/O, no clock, no randomness):
 - ``domain``: ``decide`` and the front that re-exports the names above;
   ``money``: what the money commands mean; ``evolution``: ``evolve``;
 - ``effects``: ``react``, the side effects a committed event asks for, as
-  data (channel work for the outbox, pushes); ``postings``: the ledger
+  data (channel work for the outbox, pushes; ``pushes`` builds their
+  payloads); ``postings``: the ledger
   lines and off-ledger memos of each money event; ``inventory``: what
   events do to units' runtime states.
 
