@@ -24,6 +24,7 @@ from actors.catalog import Catalog
 from actors.errors import DomainError
 from actors.orders.commands import ConfirmPayment, LineRequest, TicketFacts
 from actors.orders.state import Order, OrderLine, OrderStatus, Purpose, RefundReason
+from actors.payments import NotCollected, collection_refusal
 
 MAX_TICKETS_PER_ORDER = 200
 
@@ -72,15 +73,25 @@ def capture_refusal(order: Order, paid: ConfirmPayment) -> RefundReason | None:
     total, is captured; every other payment is refunded for the reason
     returned.
     """
-    if order.status is OrderStatus.PAID:
-        return RefundReason.ALREADY_PAID
-    if order.status is OrderStatus.CANCELLED:
-        return RefundReason.ORDER_CANCELLED
-    if order.status is OrderStatus.EXPIRED or paid.paid_at > order.expires_at:
-        return RefundReason.ORDER_EXPIRED
-    if paid.amount_fen != order.total_fen:
-        return RefundReason.AMOUNT_MISMATCH
-    return None
+    refusal = collection_refusal(
+        collected=order.status is OrderStatus.PAID,
+        cancelled=order.status is OrderStatus.CANCELLED,
+        expired=order.status is OrderStatus.EXPIRED,
+        paid_at=paid.paid_at,
+        deadline=order.expires_at,
+        amount_fen=paid.amount_fen,
+        due_fen=order.total_fen,
+    )
+    return None if refusal is None else _ORDER_REASONS[refusal]
+
+
+#: the order's words for why a payment is given back
+_ORDER_REASONS = {
+    NotCollected.ALREADY_PAID: RefundReason.ALREADY_PAID,
+    NotCollected.CANCELLED: RefundReason.ORDER_CANCELLED,
+    NotCollected.EXPIRED: RefundReason.ORDER_EXPIRED,
+    NotCollected.AMOUNT_MISMATCH: RefundReason.AMOUNT_MISMATCH,
+}
 
 
 def refund_refusal(

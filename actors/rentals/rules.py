@@ -24,6 +24,7 @@ from datetime import date, datetime, timedelta
 
 from actors.catalog import Catalog
 from actors.errors import DomainError
+from actors.payments import NotCollected, collection_refusal
 from actors.rentals.commands import BundleFacts, ItemRequest, UnitReturn
 from actors.rentals.pricing import prepaid_unit_fen
 from actors.rentals.state import (
@@ -137,19 +138,27 @@ def capture_refusal(rental: Rental, paid_at: datetime, amount_fen: int) -> str |
     returned: ``already_paid``, ``rental_cancelled``, ``rental_expired``,
     ``amount_mismatch``.
     """
-    if rental.hold is not None or rental.status not in (
-        RentalStatus.PENDING,
-        RentalStatus.CANCELLED,
-        RentalStatus.EXPIRED,
-    ):
-        return "already_paid"
-    if rental.status is RentalStatus.CANCELLED:
-        return "rental_cancelled"
-    if rental.status is RentalStatus.EXPIRED or paid_at > rental.hold_until:
-        return "rental_expired"
-    if amount_fen != rental.amount_due_fen:
-        return "amount_mismatch"
-    return None
+    refusal = collection_refusal(
+        collected=rental.hold is not None
+        or rental.status
+        not in (RentalStatus.PENDING, RentalStatus.CANCELLED, RentalStatus.EXPIRED),
+        cancelled=rental.status is RentalStatus.CANCELLED,
+        expired=rental.status is RentalStatus.EXPIRED,
+        paid_at=paid_at,
+        deadline=rental.hold_until,
+        amount_fen=amount_fen,
+        due_fen=rental.amount_due_fen,
+    )
+    return None if refusal is None else _RENTAL_REASONS[refusal]
+
+
+#: the rental's words for why money is given back
+_RENTAL_REASONS = {
+    NotCollected.ALREADY_PAID: "already_paid",
+    NotCollected.CANCELLED: "rental_cancelled",
+    NotCollected.EXPIRED: "rental_expired",
+    NotCollected.AMOUNT_MISMATCH: "amount_mismatch",
+}
 
 
 def voucher_refusal(
