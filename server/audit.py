@@ -64,10 +64,9 @@ CHECKS = (
     ),
     AuditCheck(
         "net_collected",
-        "each order keeps what its rental's settlement kept, else its total less staff refunds "
-        "if paid, and nothing otherwise",
+        "each order keeps its total less staff refunds if paid, and nothing otherwise",
         """with money as (
-             select o.order_id, o.status, o.total_fen, o.purpose, o.kept_fen,
+             select o.order_id, o.status, o.total_fen,
                     coalesce((select sum(amount_fen)::bigint from payment_confirmations c
                                where c.order_id = o.order_id), 0) as received_fen,
                     coalesce((select sum(amount_fen)::bigint from refunds r
@@ -77,8 +76,7 @@ CHECKS = (
                from orders o)
            select order_id, status, total_fen, received_fen, refunded_fen from money
             where received_fen - refunded_fen
-                  <> case when purpose = 'rental' and kept_fen is not null then kept_fen
-                          when status = 'paid' then total_fen - staff_fen else 0 end
+                  <> case when status = 'paid' then total_fen - staff_fen else 0 end
             order by order_id limit 100""",
     ),
     AuditCheck(
@@ -110,17 +108,6 @@ CHECKS = (
                   select 1 from outbox b where b.dedupe_key = 'refund:' || r.out_refund_no
                      and b.failed_at is null)
             limit 100""",
-    ),
-    AuditCheck(
-        "deposit_pool_matches_held_rentals",
-        "the deposit pool holds exactly what visitors paid for rentals not yet settled",
-        """with pool as (
-             select coalesce(-sum(amount_fen), 0)::bigint as pool_fen
-               from ledger_entries where account = 'deposits:held'),
-           held as (
-             select coalesce(sum(total_fen), 0)::bigint as held_fen from orders
-              where purpose = 'rental' and status = 'paid' and kept_fen is null)
-           select pool_fen, held_fen from pool, held where pool_fen <> held_fen""",
     ),
     AuditCheck(
         "no_failed_refunds",

@@ -17,7 +17,6 @@ from zoneinfo import ZoneInfo
 import attrs
 
 from actors.catalog import Catalog
-from actors.orders.state import Purpose
 
 
 @attrs.frozen
@@ -158,38 +157,6 @@ class FailRefund:
     at: datetime
 
 
-@attrs.frozen
-class CreatePaymentOrder:
-    """Make a pending order of one amount and no lines: a rental's, or a compensation.
-
-    ``purpose`` is :attr:`Purpose.RENTAL` (the deposit and prepaid usage of
-    ``rental_id``) or :attr:`Purpose.COMPENSATION` (what its charges came to
-    beyond what was paid). Nothing is reserved and no ticket is issued.
-    """
-
-    order_id: str
-    device_id: str
-    client_key: str
-    purpose: Purpose
-    rental_id: str
-    total_fen: int
-    at: datetime
-    expires_at: datetime
-
-
-@attrs.frozen
-class SettleRental:
-    """A rental settled: keep ``kept_fen`` of its order's payment, release (refund) the rest.
-
-    ``out_refund_no`` is the release's refund number, chosen by the rental's
-    settlement, so asking again is the same settlement.
-    """
-
-    out_refund_no: str
-    kept_fen: int
-    at: datetime
-
-
 Command = (
     CreateOrder
     | StartPayment
@@ -199,6 +166,4 @@ Command = (
     | RefundTickets
     | ConfirmRefund
     | FailRefund
-    | CreatePaymentOrder
-    | SettleRental
 )

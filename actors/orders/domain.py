@@ -46,12 +46,10 @@ from actors.orders.commands import (
     ConfirmPayment,
     ConfirmRefund,
     CreateOrder,
-    CreatePaymentOrder,
     ExpireOrder,
     FailRefund,
     LineRequest,
     RefundTickets,
-    SettleRental,
     StartPayment,
     TicketFacts,
     visit_starts,
@@ -66,7 +64,6 @@ from actors.orders.events import (
     PaymentStarted,
     RefundConfirmed,
     RefundFailed,
-    RentalSettled,
     TicketsIssued,
     TicketsRefunding,
 )
@@ -76,7 +73,6 @@ from actors.orders.rules import (
     capture_refusal,
     order_line,
     refund_refusal,
-    settle_refusal,
     used_ticket_refused,
 )
 from actors.orders.state import (
@@ -87,7 +83,6 @@ from actors.orders.state import (
     OrderLine,
     OrderStatus,
     PaymentRecord,
-    Purpose,
     RefundReason,
     RefundRecord,
     net_collected_fen,
@@ -102,7 +97,6 @@ __all__ = [
     "ConfirmPayment",
     "ConfirmRefund",
     "CreateOrder",
-    "CreatePaymentOrder",
     "DuplicatePaymentRefunding",
     "Event",
     "ExpireOrder",
@@ -119,14 +113,11 @@ __all__ = [
     "PaymentCaptured",
     "PaymentRecord",
     "PaymentStarted",
-    "Purpose",
     "RefundConfirmed",
     "RefundFailed",
     "RefundReason",
     "RefundRecord",
     "RefundTickets",
-    "RentalSettled",
-    "SettleRental",
     "StartPayment",
     "TicketFacts",
     "TicketsIssued",
@@ -153,13 +144,10 @@ def decide(order: Order | None, command: Command) -> list[Event]:
     ``order_not_pending``, ``channel_mismatch``, ``unknown_payment``,
     ``ticket_not_refundable``, ``ticket_used`` (the refund rules of
     :func:`~actors.orders.rules.refund_refusal`), ``unknown_refund``,
-    ``refund_settled``, ``rental_settled`` (the settlement rules of
-    :func:`~actors.orders.rules.settle_refusal`).
+    ``refund_settled``.
     """
     if isinstance(command, CreateOrder):
         return _decide_create(order, command)
-    if isinstance(command, CreatePaymentOrder):
-        return _decide_create_payment_order(order, command)
     if order is None:
         raise OrderRefused("no such order", code="not_found")
     if isinstance(command, StartPayment):
@@ -174,8 +162,6 @@ def decide(order: Order | None, command: Command) -> list[Event]:
         return _decide_confirm_refund(order, command)
     if isinstance(command, FailRefund):
         return _decide_fail_refund(order, command)
-    if isinstance(command, SettleRental):
-        return _decide_settle(order, command)
     raise TypeError(f"not an order command: {command!r}")
 
 
@@ -201,49 +187,6 @@ def _decide_create(order: Order | None, command: CreateOrder) -> list[Event]:
             total,
             command.at,
             command.expires_at,
-        )
-    ]
-
-
-def _decide_create_payment_order(order: Order | None, command: CreatePaymentOrder) -> list[Event]:
-    if order is not None:
-        raise OrderRefused("an order with this id exists", code="order_exists")
-    if command.purpose is Purpose.TICKETS:
-        raise OrderRefused("a ticket order has lines", code="bad_request")
-    if command.total_fen < 1:
-        raise OrderRefused("an order of one amount asks for 1 fen or more", code="bad_request")
-    if command.expires_at <= command.at:
-        raise OrderRefused("an order must expire after it is made", code="bad_request")
-    return [
-        OrderCreated(
-            command.order_id,
-            command.device_id,
-            command.client_key,
-            (),
-            command.total_fen,
-            command.at,
-            command.expires_at,
-            command.purpose,
-            command.rental_id,
-        )
-    ]
-
-
-def _decide_settle(order: Order, command: SettleRental) -> list[Event]:
-    if order.settled_refund_no == command.out_refund_no:
-        return []  # the same settlement again
-    refusal = settle_refusal(order, command.kept_fen)
-    if refusal is not None:
-        raise refusal
-    collected = order.payments[order.captured_out_trade_no].collected_fen or 0
-    return [
-        RentalSettled(
-            order.order_id,
-            order.rental_id or "",
-            command.kept_fen,
-            collected - command.kept_fen,
-            command.out_refund_no,
-            command.at,
         )
     ]
 
@@ -409,8 +352,6 @@ def evolve(order: Order | None, event: Event) -> Order:
             OrderStatus.PENDING,
             event.at,
             event.expires_at,
-            purpose=event.purpose,
-            rental_id=event.rental_id,
         )
     assert order is not None, "only creation applies to no order"
     if isinstance(event, PaymentStarted):
@@ -492,23 +433,6 @@ def evolve(order: Order | None, event: Event) -> Order:
     if isinstance(event, RefundFailed):
         refund = attrs.evolve(order.refunds[event.out_refund_no], failure=event.failure)
         return _with_refund(order, refund, "refund_failed")
-    if isinstance(event, RentalSettled):
-        settled = attrs.evolve(
-            order, kept_fen=event.kept_fen, settled_refund_no=event.out_refund_no
-        )
-        if not event.released_fen:
-            return settled
-        captured = order.payments[order.captured_out_trade_no]
-        refund = RefundRecord(
-            event.out_refund_no,
-            captured.out_trade_no,
-            captured.channel,
-            event.released_fen,
-            RefundReason.DEPOSIT_RELEASED.value,
-            captured.channel_txn_id,
-            payment_fen=captured.collected_fen or 0,
-        )
-        return attrs.evolve(settled, refunds={**order.refunds, event.out_refund_no: refund})
     raise TypeError(f"not an order event: {event!r}")
 
 

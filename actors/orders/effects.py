@@ -39,18 +39,10 @@ from actors.orders.events import (
     OrderExpired,
     RefundConfirmed,
     RefundFailed,
-    RentalSettled,
     TicketsIssued,
     TicketsRefunding,
 )
-from actors.orders.state import (
-    NOTIFYING_CHANNELS,
-    IssuedTicket,
-    Order,
-    PaymentRecord,
-    Purpose,
-    RefundReason,
-)
+from actors.orders.state import NOTIFYING_CHANNELS, IssuedTicket, Order, PaymentRecord
 
 
 @attrs.frozen
@@ -108,23 +100,6 @@ class PushToRole:
 
 
 @attrs.frozen
-class PaymentCollected:
-    """A rental's (or a compensation's) order was paid: its rental must hear of it.
-
-    After the commit; should the word be lost to a crash, the rental reads
-    its order's state when it next loads.
-    """
-
-    order_id: str
-    rental_id: str
-    purpose: Purpose
-    channel: str
-    out_trade_no: str
-    amount_fen: int
-    at: datetime
-
-
-@attrs.frozen
 class TicketsValidAtGates:
     """Newly issued, unused tickets: the gates may hold them warm for their first scan."""
 
@@ -141,55 +116,30 @@ class TicketsVoidAtGates:
 
 #: effects written to the outbox in the event's transaction
 DurableEffect = RequestRefund | ClosePayment
-Effect = (
-    DurableEffect
-    | PushToDevice
-    | PushToRole
-    | TicketsValidAtGates
-    | TicketsVoidAtGates
-    | PaymentCollected
-)
+Effect = DurableEffect | PushToDevice | PushToRole | TicketsValidAtGates | TicketsVoidAtGates
 
 
 def react(before: Order | None, event: Event, after: Order) -> list[Effect]:
     """The side effects ``event`` asks for, once committed (``before``/``after``: the order).
 
     - tickets issued (a capture): the gates learn them, then the order's
-      device hears ``order.paid`` with the tickets and their codes; a
-      rental's or compensation's order tells its rental
-      (:class:`PaymentCollected`);
-    - a rental's order settled: what it released is refunded by its route;
+      device hears ``order.paid`` with the tickets and their codes;
     - a duplicate payment: its refund, in full, by its channel;
     - a staff refund: the tickets are void at the gates, and the refund;
     - a cancel or an expiry: every QR payment still open is closed at its
       channel (:func:`payments_to_close`);
-    - a refund confirmed: the order's device hears ``payment.refunded``
-      (``deposit.refunded`` for a rental's released deposit);
+    - a refund confirmed: the order's device hears ``payment.refunded``;
     - a refund refused for good: admins hear ``refund.failed``.
 
     Every other event asks for nothing.
     """
     if isinstance(event, TicketsIssued):
-        paid = PushToDevice(
-            after.device_id, "order.paid", order_paid_data(after), {"order": after.order_id}
-        )
-        if after.purpose is Purpose.TICKETS:
-            return [TicketsValidAtGates(after.order_id, event.tickets), paid]
-        captured = after.payments[after.captured_out_trade_no]
-        collected = PaymentCollected(
-            after.order_id,
-            after.rental_id or "",
-            after.purpose,
-            captured.channel,
-            captured.out_trade_no,
-            captured.collected_fen or 0,
-            event.at,
-        )
-        return [collected, paid]
-    if isinstance(event, RentalSettled):
-        if not event.released_fen:
-            return []
-        return [_refund_request(after, event.out_refund_no, event.at)]
+        return [
+            TicketsValidAtGates(after.order_id, event.tickets),
+            PushToDevice(
+                after.device_id, "order.paid", order_paid_data(after), {"order": after.order_id}
+            ),
+        ]
     if isinstance(event, DuplicatePaymentRefunding):
         return [_refund_request(after, event.out_refund_no, event.at)]
     if isinstance(event, TicketsRefunding):
@@ -205,9 +155,6 @@ def react(before: Order | None, event: Event, after: Order) -> list[Effect]:
     if isinstance(event, RefundConfirmed):
         notice = {"order": after.order_id, "out_refund_no": event.out_refund_no}
         data = refunded_data(after, event.out_refund_no)
-        if data["reason"] == RefundReason.DEPOSIT_RELEASED.value:
-            deposit = deposit_refunded_data(after, event.out_refund_no, confirmed=True)
-            return [PushToDevice(after.device_id, "deposit.refunded", deposit, notice)]
         return [PushToDevice(after.device_id, "payment.refunded", data, notice)]
     if isinstance(event, RefundFailed):
         data = refund_failed_data(after, event.out_refund_no)
@@ -271,15 +218,6 @@ def refunded_data(order: Order, out_refund_no: str) -> dict[str, Any]:
         "channel": refund.channel,
         "amount_fen": refund.amount_fen,
         "reason": refund.reason,
-    }
-
-
-def deposit_refunded_data(order: Order, out_refund_no: str, *, confirmed: bool) -> dict[str, Any]:
-    """The ``deposit.refunded`` event: a rental's released deposit, on its way or confirmed."""
-    return {
-        **refunded_data(order, out_refund_no),
-        "rental": order.rental_id,
-        "confirmed": confirmed,
     }
 
 

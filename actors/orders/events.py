@@ -13,7 +13,7 @@ from datetime import datetime
 
 import attrs
 
-from actors.orders.state import IssuedTicket, OrderLine, Purpose, RefundReason
+from actors.orders.state import IssuedTicket, OrderLine, RefundReason
 
 
 @attrs.frozen
@@ -27,8 +27,6 @@ class OrderCreated:
     total_fen: int
     at: datetime
     expires_at: datetime
-    purpose: Purpose = Purpose.TICKETS
-    rental_id: str | None = None
 
 
 @attrs.frozen
@@ -133,22 +131,6 @@ class RefundFailed:
     at: datetime
 
 
-@attrs.frozen
-class RentalSettled:
-    """A rental's order settled: ``kept_fen`` is rental revenue, ``released_fen`` goes back.
-
-    The release is refunded by the route the money came (``out_refund_no``);
-    a settlement that keeps everything releases nothing.
-    """
-
-    order_id: str
-    rental_id: str
-    kept_fen: int
-    released_fen: int
-    out_refund_no: str
-    at: datetime
-
-
 Event = (
     OrderCreated
     | PaymentStarted
@@ -160,5 +142,4 @@ Event = (
     | TicketsRefunding
     | RefundConfirmed
     | RefundFailed
-    | RentalSettled
 )

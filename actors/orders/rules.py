@@ -23,7 +23,7 @@ from datetime import date, datetime
 from actors.catalog import Catalog
 from actors.errors import DomainError
 from actors.orders.commands import ConfirmPayment, LineRequest, TicketFacts
-from actors.orders.state import Order, OrderLine, OrderStatus, Purpose, RefundReason
+from actors.orders.state import Order, OrderLine, OrderStatus, RefundReason
 from actors.payments import NotCollected, collection_refusal
 
 MAX_TICKETS_PER_ORDER = 200
@@ -134,25 +134,3 @@ def used_ticket_refused(ticket_id: str | None = None) -> OrderRefused:
     return OrderRefused(
         f"{which} has been used at a gate; refund only unused tickets", code="ticket_used"
     )
-
-
-def settle_refusal(order: Order, kept_fen: int) -> OrderRefused | None:
-    """Why a rental's order may not settle keeping ``kept_fen``, or ``None``.
-
-    Only a rental's order settles (``bad_request``), only once its payment
-    was collected (``order_not_pending``), only once (``rental_settled``:
-    a settlement under another refund number came first), and it keeps
-    between nothing and everything that was collected (``bad_request``).
-    """
-    if order.purpose is not Purpose.RENTAL:
-        return OrderRefused(f"order {order.order_id} is not a rental's", code="bad_request")
-    if order.status is not OrderStatus.PAID or order.captured_out_trade_no is None:
-        return OrderRefused("the rental's payment has not been collected", code="order_not_pending")
-    if order.kept_fen is not None:
-        return OrderRefused("the rental's money is settled already", code="rental_settled")
-    collected = order.payments[order.captured_out_trade_no].collected_fen or 0
-    if not 0 <= kept_fen <= collected:
-        return OrderRefused(
-            f"a settlement keeps 0 to {collected} fen, not {kept_fen}", code="bad_request"
-        )
-    return None

@@ -38,23 +38,6 @@ class RefundReason(enum.Enum):
     ORDER_CANCELLED = "order_cancelled"
     AMOUNT_MISMATCH = "amount_mismatch"
     STAFF = "staff"
-    #: the part of a rental's payment its settlement did not keep
-    DEPOSIT_RELEASED = "deposit_released"
-
-
-class Purpose(enum.Enum):
-    """What an order's money is for, which decides where it is booked.
-
-    ``tickets``: an order of ticket lines (revenue when captured).
-    ``rental``: a rental's deposit and prepaid usage, one amount and no
-    lines (held in the deposit pool until the rental settles).
-    ``compensation``: what a returned rental's charges came to beyond what
-    its visitor had paid (rental revenue when captured).
-    """
-
-    TICKETS = "tickets"
-    RENTAL = "rental"
-    COMPENSATION = "compensation"
 
 
 @attrs.frozen
@@ -161,13 +144,6 @@ class Order:
     refunds: dict[str, RefundRecord] = attrs.field(factory=dict)
     #: every confirmed payment's amount, captured or to be refunded
     received_fen: int = 0
-    purpose: Purpose = Purpose.TICKETS
-    #: the rental a rental's or a compensation order's money belongs to
-    rental_id: str | None = None
-    #: what a rental order's settlement kept (``None`` until it settled)
-    kept_fen: int | None = None
-    #: the refund number of that settlement (its release, if it released anything)
-    settled_refund_no: str | None = None
     #: how many commands have changed the stored order: the shell's optimistic lock
     #: (rules never read it; ``evolve`` keeps it)
     version: int = 0
@@ -182,8 +158,7 @@ def net_collected_fen(order: Order) -> int:
     """Money kept for this order: captured, less every refund requested against it.
 
     Duplicates add and refund the same amount, so they net to zero. The
-    invariant the audit checks: this equals what a settled rental order
-    kept, or else the order's total less staff refunds if the order is
-    paid, and zero otherwise.
+    invariant the audit checks: this equals the order's total less staff
+    refunds if the order is paid, and zero otherwise.
     """
     return order.received_fen - sum(refund.amount_fen for refund in order.refunds.values())

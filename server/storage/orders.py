@@ -39,11 +39,9 @@ from actors.orders.domain import (
     PaymentCaptured,
     PaymentRecord,
     PaymentStarted,
-    Purpose,
     RefundConfirmed,
     RefundFailed,
     RefundRecord,
-    RentalSettled,
     TicketsIssued,
     TicketsRefunding,
 )
@@ -202,10 +200,6 @@ async def load_order(conn: asyncpg.Connection, order_id: str) -> Order | None:
             for r in refunds
         },
         received_fen=sum(c["amount_fen"] for c in confirmations),
-        purpose=Purpose(row["purpose"]),
-        rental_id=row["rental_id"],
-        kept_fen=row["kept_fen"],
-        settled_refund_no=row["settled_refund_no"],
         version=row["version"],
     )
 
@@ -441,8 +435,8 @@ async def _write_event(
     if isinstance(event, OrderCreated):
         await conn.execute(
             """insert into orders (order_id, device_id, client_key, status, total_fen, lines,
-                                   created_at, expires_at, purpose, rental_id)
-               values ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9)""",
+                                   created_at, expires_at)
+               values ($1, $2, $3, 'pending', $4, $5, $6, $7)""",
             event.order_id,
             event.device_id,
             event.client_key,
@@ -450,8 +444,6 @@ async def _write_event(
             json.dumps([_line_json(line) for line in event.lines]),
             event.at,
             event.expires_at,
-            event.purpose.value,
-            event.rental_id,
         )
         await _change_capacity(conn, event.lines, +1, capacity)
     elif isinstance(event, PaymentStarted):
@@ -519,16 +511,6 @@ async def _write_event(
             refund.out_trade_no,
             after.payments[refund.out_trade_no].state,
         )
-    elif isinstance(event, RentalSettled):
-        await conn.execute(
-            "update orders set kept_fen = $2, settled_refund_no = $3 where order_id = $1",
-            event.order_id,
-            event.kept_fen,
-            event.out_refund_no,
-        )
-        if event.released_fen:
-            captured = after.payments[after.captured_out_trade_no]
-            await _refund(conn, after, event.out_refund_no, captured.channel_txn_id, None, event.at)
     else:
         raise TypeError(f"no SQL for {event!r}")
 
