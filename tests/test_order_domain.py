@@ -728,3 +728,46 @@ test_order_machine = OrderMachine.TestCase
 def test_created_event_carries_the_total():
     events = decide(None, create("o-9", expires_in=timedelta(minutes=1)))
     assert isinstance(events[0], OrderCreated) and events[0].total_fen == TOTAL
+
+
+# --- a rental's compensation: one amount, no lines ---------------------------------
+
+from actors.orders.domain import CreatePaymentOrder, Purpose  # noqa: E402
+from actors.orders.postings import postings_for  # noqa: E402
+
+
+def compensation(total=12000, purpose=Purpose.COMPENSATION):
+    return apply(
+        None,
+        CreatePaymentOrder(
+            "o-c", "desk-1", "c-key", purpose, "R1", total, T0, T0 + timedelta(days=7)
+        ),
+    )
+
+
+def test_a_compensation_has_no_lines_issues_no_tickets_and_settles_the_receivable():
+    order, [created] = compensation()
+    assert (order.purpose, order.rental_id, order.total_fen, order.lines) == (
+        Purpose.COMPENSATION,
+        "R1",
+        12000,
+        (),
+    )
+    assert created.purpose is Purpose.COMPENSATION
+    order = started(order, channel="wechat")
+    command = attrs.evolve(confirm(amount=12000, tickets=0), ticket_ids=())
+    captured, issued = decide(order, command)
+    assert isinstance(captured, PaymentCaptured) and issued.tickets == ()
+    assert {(p.account, p.amount_fen) for p in postings_for(order, captured)} == {
+        ("clearing:wechat", 12000),
+        ("receivable:rentals", -12000),
+    }
+    paid = evolve(evolve(order, captured), issued)
+    assert paid.status is OrderStatus.PAID and net_collected_fen(paid) == 12000
+
+
+def test_a_payment_order_for_tickets_or_of_nothing_is_refused():
+    for purpose, total in ((Purpose.TICKETS, 100), (Purpose.COMPENSATION, 0)):
+        with pytest.raises(OrderRefused) as refused:
+            compensation(total, purpose)
+        assert refused.value.code == "bad_request"

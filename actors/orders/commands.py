@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import attrs
 
 from actors.catalog import Catalog
+from actors.orders.state import Purpose
 
 
 @attrs.frozen
@@ -157,6 +158,24 @@ class FailRefund:
     at: datetime
 
 
+@attrs.frozen
+class CreatePaymentOrder:
+    """Make a pending order of one amount and no lines: a rental's compensation.
+
+    Nothing is reserved and no ticket is issued; paying it settles what the
+    rental ``rental_id`` left owed.
+    """
+
+    order_id: str
+    device_id: str
+    client_key: str
+    purpose: Purpose
+    rental_id: str
+    total_fen: int
+    at: datetime
+    expires_at: datetime
+
+
 Command = (
     CreateOrder
     | StartPayment
@@ -166,4 +185,5 @@ Command = (
     | RefundTickets
     | ConfirmRefund
     | FailRefund
+    | CreatePaymentOrder
 )

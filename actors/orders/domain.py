@@ -46,6 +46,7 @@ from actors.orders.commands import (
     ConfirmPayment,
     ConfirmRefund,
     CreateOrder,
+    CreatePaymentOrder,
     ExpireOrder,
     FailRefund,
     LineRequest,
@@ -83,6 +84,7 @@ from actors.orders.state import (
     OrderLine,
     OrderStatus,
     PaymentRecord,
+    Purpose,
     RefundReason,
     RefundRecord,
     net_collected_fen,
@@ -97,6 +99,7 @@ __all__ = [
     "ConfirmPayment",
     "ConfirmRefund",
     "CreateOrder",
+    "CreatePaymentOrder",
     "DuplicatePaymentRefunding",
     "Event",
     "ExpireOrder",
@@ -113,6 +116,7 @@ __all__ = [
     "PaymentCaptured",
     "PaymentRecord",
     "PaymentStarted",
+    "Purpose",
     "RefundConfirmed",
     "RefundFailed",
     "RefundReason",
@@ -148,6 +152,8 @@ def decide(order: Order | None, command: Command) -> list[Event]:
     """
     if isinstance(command, CreateOrder):
         return _decide_create(order, command)
+    if isinstance(command, CreatePaymentOrder):
+        return _decide_create_payment_order(order, command)
     if order is None:
         raise OrderRefused("no such order", code="not_found")
     if isinstance(command, StartPayment):
@@ -187,6 +193,30 @@ def _decide_create(order: Order | None, command: CreateOrder) -> list[Event]:
             total,
             command.at,
             command.expires_at,
+        )
+    ]
+
+
+def _decide_create_payment_order(order: Order | None, command: CreatePaymentOrder) -> list[Event]:
+    if order is not None:
+        raise OrderRefused("an order with this id exists", code="order_exists")
+    if command.purpose is Purpose.TICKETS:
+        raise OrderRefused("a ticket order has lines", code="bad_request")
+    if command.total_fen < 1:
+        raise OrderRefused("an order of one amount asks for 1 fen or more", code="bad_request")
+    if command.expires_at <= command.at:
+        raise OrderRefused("an order must expire after it is made", code="bad_request")
+    return [
+        OrderCreated(
+            command.order_id,
+            command.device_id,
+            command.client_key,
+            (),
+            command.total_fen,
+            command.at,
+            command.expires_at,
+            command.purpose,
+            command.rental_id,
         )
     ]
 
@@ -352,6 +382,8 @@ def evolve(order: Order | None, event: Event) -> Order:
             OrderStatus.PENDING,
             event.at,
             event.expires_at,
+            purpose=event.purpose,
+            rental_id=event.rental_id,
         )
     assert order is not None, "only creation applies to no order"
     if isinstance(event, PaymentStarted):

@@ -13,7 +13,7 @@ from datetime import datetime
 
 import attrs
 
-from actors.orders.state import IssuedTicket, OrderLine, RefundReason
+from actors.orders.state import IssuedTicket, OrderLine, Purpose, RefundReason
 
 
 @attrs.frozen
@@ -27,6 +27,8 @@ class OrderCreated:
     total_fen: int
     at: datetime
     expires_at: datetime
+    purpose: Purpose = Purpose.TICKETS
+    rental_id: str | None = None
 
 
 @attrs.frozen

@@ -5,6 +5,8 @@ positive, credits negative, summing to zero). Accounts:
 
 - ``clearing:<channel>``: money held for us by a channel (or in the cash drawer);
 - ``revenue:tickets``: ticket sales;
+- ``receivable:rentals``: what returned rentals left owed; a compensation
+  order's capture settles it (see :mod:`actors.rentals.postings`);
 - ``refunds:payable``: refunds owed and not yet confirmed by their channel.
 
 A captured payment moves money from the visitor into clearing against revenue;
@@ -24,10 +26,14 @@ from actors.orders.events import (
     RefundConfirmed,
     TicketsRefunding,
 )
-from actors.orders.state import Order
+from actors.orders.state import Order, Purpose
 
 REVENUE = "revenue:tickets"
 REFUNDS_PAYABLE = "refunds:payable"
+#: what returned rentals left owed (the rentals' postings debit it at settlement)
+RENTALS_RECEIVABLE = "receivable:rentals"
+#: where a captured payment is booked, by what the order's money is for
+CAPTURED_INTO = {Purpose.TICKETS: REVENUE, Purpose.COMPENSATION: RENTALS_RECEIVABLE}
 
 
 def clearing(channel: str) -> str:
@@ -50,7 +56,8 @@ def postings_for(order: Order | None, event: Event) -> list[Posting]:
     Events that move no money give an empty list.
     """
     if isinstance(event, PaymentCaptured):
-        return _pair(clearing(event.channel), REVENUE, event.amount_fen, "capture")
+        into = CAPTURED_INTO[order.purpose]
+        return _pair(clearing(event.channel), into, event.amount_fen, "capture")
     if isinstance(event, DuplicatePaymentRefunding):
         return _pair(clearing(event.channel), REFUNDS_PAYABLE, event.amount_fen, "duplicate")
     if isinstance(event, TicketsRefunding):

@@ -40,6 +40,18 @@ class RefundReason(enum.Enum):
     STAFF = "staff"
 
 
+class Purpose(enum.Enum):
+    """What an order's money is for, which decides where its capture is booked.
+
+    ``tickets``: an order of ticket lines (ticket revenue). ``compensation``:
+    one amount and no lines, what a returned rental's charges came to beyond
+    the deposit its visitor had paid (it settles the rental's receivable).
+    """
+
+    TICKETS = "tickets"
+    COMPENSATION = "compensation"
+
+
 @attrs.frozen
 class OrderLine:
     """A product, how many, and for which visit date and time slot, at its unit price."""
@@ -144,6 +156,9 @@ class Order:
     refunds: dict[str, RefundRecord] = attrs.field(factory=dict)
     #: every confirmed payment's amount, captured or to be refunded
     received_fen: int = 0
+    purpose: Purpose = Purpose.TICKETS
+    #: the rental a compensation is for
+    rental_id: str | None = None
     #: how many commands have changed the stored order: the shell's optimistic lock
     #: (rules never read it; ``evolve`` keeps it)
     version: int = 0

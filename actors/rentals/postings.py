@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import attrs
 
-from actors.orders.postings import REFUNDS_PAYABLE, Posting, clearing
+from actors.orders.postings import REFUNDS_PAYABLE, RENTALS_RECEIVABLE, Posting, clearing
 from actors.rentals.events import (
     ConversionConfirmed,
     DepositForfeited,
@@ -45,7 +45,7 @@ from actors.rentals.state import Hold, Rental, Resolution
 DEPOSITS_HELD = "deposits:held"
 PREPAID = "rentals:prepaid"
 REVENUE = "revenue:rentals"
-RECEIVABLE = "receivable:rentals"
+RECEIVABLE = RENTALS_RECEIVABLE
 
 
 def preauth(channel: str) -> str:

@@ -39,6 +39,7 @@ from actors.orders.domain import (
     PaymentCaptured,
     PaymentRecord,
     PaymentStarted,
+    Purpose,
     RefundConfirmed,
     RefundFailed,
     RefundRecord,
@@ -200,6 +201,8 @@ async def load_order(conn: asyncpg.Connection, order_id: str) -> Order | None:
             for r in refunds
         },
         received_fen=sum(c["amount_fen"] for c in confirmations),
+        purpose=Purpose(row["purpose"]),
+        rental_id=row["rental_id"],
         version=row["version"],
     )
 
@@ -435,8 +438,8 @@ async def _write_event(
     if isinstance(event, OrderCreated):
         await conn.execute(
             """insert into orders (order_id, device_id, client_key, status, total_fen, lines,
-                                   created_at, expires_at)
-               values ($1, $2, $3, 'pending', $4, $5, $6, $7)""",
+                                   created_at, expires_at, purpose, rental_id)
+               values ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9)""",
             event.order_id,
             event.device_id,
             event.client_key,
@@ -444,6 +447,8 @@ async def _write_event(
             json.dumps([_line_json(line) for line in event.lines]),
             event.at,
             event.expires_at,
+            event.purpose.value,
+            event.rental_id,
         )
         await _change_capacity(conn, event.lines, +1, capacity)
     elif isinstance(event, PaymentStarted):
