@@ -60,3 +60,13 @@ def new_out_refund_no(at: datetime) -> str:
 def new_ticket_id(at: datetime) -> str:
     """A fresh ticket id (the ticket code carries it, with a tag)."""
     return _minted("T", at, 12)
+
+
+def new_rental_id(at: datetime) -> str:
+    """A fresh rental id (``H`` for hire), e.g. ``H20261126K3M9Q2XT7V``; its voucher carries it."""
+    return _minted("H", at, 10)
+
+
+def new_out_order_no(at: datetime) -> str:
+    """A fresh merchant number of one pre-authorisation (a freeze) at its channel."""
+    return _minted("F", at, 14)
