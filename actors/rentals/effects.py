@@ -293,13 +293,13 @@ def react(before: Rental | None, event: Event, after: Rental) -> list[Effect]:
         )
         return effects
     if isinstance(event, RentalOverdue):
-        data = {"rental": rid, "due_at": event.due_at.isoformat(), "units": len(after.units_out)}
+        data = {"rental": rid, "due_at": event.due_at.timestamp(), "units": len(after.units_out)}
         return [
             PushToRole("rental", "rental.overdue", data),
             PushToRole("admin", "rental.overdue", data),
         ]
     if isinstance(event, RentalExtended):
-        data = {"rental": rid, "due_at": event.due_at.isoformat(), "reason": event.reason}
+        data = {"rental": rid, "due_at": event.due_at.timestamp(), "reason": event.reason}
         return [PushToRole("rental", "rental.extended", data)]
     if isinstance(event, DepositForfeited):
         effects = _release(after, event.resolution, event.at)

@@ -38,7 +38,7 @@ def picked_up_data(rental: Rental) -> dict[str, Any]:
     return {
         "rental": rental.rental_id,
         "units": [unit.unit_id for unit in rental.units],
-        "due_at": rental.due_at.isoformat() if rental.due_at else None,
+        "due_at": rental.due_at.timestamp() if rental.due_at else None,
     }
 
 
