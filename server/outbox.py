@@ -3,9 +3,13 @@
 An order actor that decides a refund writes an ``outbox`` row in the same
 transaction as the refund itself. This worker claims due rows, performs them
 against the channel (refund, close a payment), and marks them done only when
-the channel confirms. What the channel answers decides what happens next:
+the channel confirms. A rental's actor writes its own (a refund of the
+deposit's unused part, a freeze converted or unfrozen, a freeze request
+cancelled, its compensation order to open). What the channel answers
+decides what happens next:
 
-- confirmed: the row is done (a refund is confirmed through its order's actor);
+- confirmed: the row is done (the answer goes to the money's owner: the
+  order's or the rental's actor);
 - a *transient* failure (no answer, a timeout, ``system_busy``, a reply we
   could not read): tried again with exponential backoff, 1 s doubling to
   10 minutes, for as long as it takes;
@@ -42,7 +46,9 @@ import asyncpg
 import attrs
 import trio
 
-from actors.orders.domain import ConfirmRefund, FailRefund
+from actors.orders import commands as order_cmd
+from actors.orders.domain import CreatePaymentOrder, Purpose
+from actors.rentals import commands as rental_cmd
 from server.channels.adapter import ChannelError
 from server.errors import ScenicError
 from server.storage.database import Database, DedicatedSession
@@ -59,6 +65,10 @@ LEASE_LOCK_SPACE = 0x5CE1_0B0C
 DELIVERY_TIMEOUT_S = 10.0
 #: how long to wait before opening a new session after the last one was lost
 RECONNECT_S = 1.0
+#: the outbox row that opens a rental's compensation order
+RENTAL_COMPENSATION = "rental.open_compensation_order"
+#: how long a compensation order waits to be paid before it expires
+COMPENSATION_TTL = timedelta(days=7)
 
 
 @attrs.frozen
@@ -161,8 +171,10 @@ async def mark_abandoned(
 class OutboxWorker:
     """Delivers outbox rows until cancelled; :meth:`kick` makes it look at once.
 
-    ``ask_order`` sends a command to an order's actor (refund confirmations
-    and failures go through it).
+    ``ask_order`` and ``ask_rental`` send a command to an order's or a
+    rental's actor: the channel's answers (a refund confirmed or refused, a
+    freeze converted or unfrozen) go to the money's owner, and a rental's
+    compensation order is opened through the order path.
     """
 
     def __init__(
@@ -172,10 +184,12 @@ class OutboxWorker:
         ask_order: Callable[[str, object], Awaitable[Any]],
         clock: Callable[[], datetime],
         idle_poll_s: float = 1.0,
+        ask_rental: Callable[[str, object], Awaitable[Any]] | None = None,
     ) -> None:
         self._db = db
         self._channels = channels
         self._ask_order = ask_order
+        self._ask_rental = ask_rental
         self._clock = clock
         self._idle_poll_s = idle_poll_s
         self._kicked = trio.Event()
@@ -255,13 +269,28 @@ class OutboxWorker:
 
     async def _perform(self, item: OutboxItem) -> Delivery:
         payload = item.payload
+        if item.kind == RENTAL_COMPENSATION:
+            return await self._open_compensation(payload)
         channel = self._channels.get(payload["channel"])
         if channel is None:
             log.error("outbox.no_channel", extra={"channel": payload["channel"]})
             raise ScenicError(f"channel {payload['channel']} is not configured", code="no_channel")
-        if item.kind == "refund":
+        if item.kind in ("refund", "rental.request_rental_refund"):
             return await self._refund(channel, payload)
-        if item.kind == "close_payment":
+        if item.kind == "rental.convert_frozen":
+            return await self._convert(channel, payload)
+        if item.kind == "rental.unfreeze":
+            return await self._unfreeze(channel, payload)
+        if item.kind == "rental.cancel_freeze":
+            try:
+                await channel.close_freeze(payload["out_order_no"], payload["out_request_no"])
+            except ChannelError as exc:
+                if exc.transient:
+                    raise
+                # Authorised after all: its confirmation comes and the freeze is unfrozen whole.
+                log.info("cancel_freeze.refused", extra={"code": exc.code, **_ref(payload)})
+            return Delivery(True)
+        if item.kind in ("close_payment", "rental.close_payment"):
             try:
                 await channel.close_payment(payload["out_trade_no"])
             except ChannelError as exc:
@@ -295,23 +324,106 @@ class OutboxWorker:
             )
         if status.state != "SUCCESS":
             return Delivery(False, f"the channel says {status.state}")
-        await self._ask_order(payload["order_id"], ConfirmRefund(out_refund_no, self._clock()))
+        await self._answer(
+            payload, order_cmd.ConfirmRefund, rental_cmd.ConfirmRefund, out_refund_no
+        )
         log.info("refund.confirmed", extra={"out_refund_no": out_refund_no})
+        return Delivery(True)
+
+    async def _answer(self, payload: dict[str, Any], for_order: type, for_rental: type, *args):
+        """Tell the money's owner (the order or the rental of ``payload``) what the channel said."""
+        if "rental_id" in payload:
+            command = for_rental(*args, self._clock())
+            return await self._rental_actor()(payload["rental_id"], command)
+        return await self._ask_order(payload["order_id"], for_order(*args, self._clock()))
+
+    def _rental_actor(self) -> Callable[[str, object], Awaitable[Any]]:
+        if self._ask_rental is None:
+            raise RuntimeError("this outbox worker was made without rentals")
+        return self._ask_rental
+
+    async def _convert(self, channel: Any, payload: dict[str, Any]) -> Delivery:
+        """Convert a part of a freeze into a payment (the rest unfrozen with it)."""
+        try:
+            converted = await channel.convert_to_payment(
+                payload["auth_no"],
+                payload["out_trade_no"],
+                payload["amount_fen"],
+                f"rental {payload['rental_id']}",
+                "COMPLETE",
+            )
+        except ChannelError as exc:
+            if exc.transient:
+                raise
+            return self._money_work_failed("convert_frozen", payload, exc)
+        command = rental_cmd.ConfirmConversion(
+            converted.out_trade_no, converted.channel_txn_id, converted.amount_fen, self._clock()
+        )
+        await self._rental_actor()(payload["rental_id"], command)
+        return Delivery(True)
+
+    async def _unfreeze(self, channel: Any, payload: dict[str, Any]) -> Delivery:
+        """Unfreeze a part or all of a freeze."""
+        try:
+            await channel.unfreeze(
+                payload["auth_no"],
+                payload["out_request_no"],
+                payload["amount_fen"],
+                payload["reason"],
+            )
+        except ChannelError as exc:
+            if exc.transient:
+                raise
+            return self._money_work_failed("unfreeze", payload, exc)
+        command = rental_cmd.ConfirmUnfreeze(payload["out_request_no"], self._clock())
+        await self._rental_actor()(payload["rental_id"], command)
+        return Delivery(True)
+
+    def _money_work_failed(self, what: str, payload: dict[str, Any], exc: ChannelError) -> Delivery:
+        """The channel refused a freeze's conversion or unfreeze for good: a person must see it."""
+        failure = f"{exc.code}: {exc.message}"
+        log.error(f"{what}.failed", extra={"rental": payload["rental_id"], "failure": failure})
+        return Delivery(False, failure, permanent=True)
+
+    async def _open_compensation(self, payload: dict[str, Any]) -> Delivery:
+        """Open the order that collects what a rental's charges came to beyond its deposit."""
+        at = datetime.fromisoformat(payload["at"])
+        command = CreatePaymentOrder(
+            payload["order_id"],
+            payload["device_id"],
+            f"compensation:{payload['rental_id']}",
+            Purpose.COMPENSATION,
+            payload["rental_id"],
+            payload["amount_fen"],
+            at,
+            at + COMPENSATION_TTL,
+        )
+        try:
+            await self._ask_order(payload["order_id"], command)
+        except ScenicError as exc:
+            if exc.code != "order_exists":
+                raise
         return Delivery(True)
 
     async def _refund_failed(self, payload: dict[str, Any], failure: str) -> Delivery:
         out_refund_no = payload["out_refund_no"]
-        await self._ask_order(
-            payload["order_id"], FailRefund(out_refund_no, failure, self._clock())
+        await self._answer(
+            payload, order_cmd.FailRefund, rental_cmd.FailRefund, out_refund_no, failure
         )
         log.error(
             "refund.failed",
             extra={
                 "out_refund_no": out_refund_no,
-                "order": payload["order_id"],
+                "order": payload.get("order_id") or payload.get("rental_id"),
                 "channel": payload["channel"],
                 "refund_fen": payload["refund_fen"],
                 "failure": failure,
             },
         )
         return Delivery(False, failure, permanent=True)
+
+
+def _ref(payload: dict[str, Any]) -> dict[str, Any]:
+    """The numbers that name a piece of money work, for a log line."""
+    keys = ("rental_id", "order_id", "out_trade_no", "out_refund_no", "out_order_no")
+    return {key: payload[key] for key in keys if key in payload}
