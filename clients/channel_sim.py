@@ -238,20 +238,27 @@ class ServerLink:
             delay = min(delay * 2, self.backoff_max_s)
 
     async def deliver(self, fields: dict[str, Any]) -> bool:
-        """Send one signed notification as ``payment.notify``; ``True`` if acknowledged.
+        """Send one signed notification; ``True`` if acknowledged.
 
-        ``False`` when there is no connection, it is lost before the reply,
-        the reply is late, or the server refuses the notification.
+        A payment's goes as ``payment.notify``, a freeze's (``kind`` is
+        ``"freeze"``) as ``freeze.notify``. ``False`` when there is no
+        connection, it is lost before the reply, the reply is late, or the
+        server refuses the notification.
         """
         client = self._client
         if client is None:
             return False
+        op = "freeze.notify" if fields.get("kind") == "freeze" else "payment.notify"
         try:
-            await client.request("payment.notify", timeout=self.request_timeout_s, **fields)
+            await client.request(op, timeout=self.request_timeout_s, **fields)
         except RemoteError as exc:
             log.warning(
                 "channel_sim.notify_refused",
-                extra={"out_trade_no": fields.get("out_trade_no"), "code": exc.code},
+                extra={
+                    "op": op,
+                    "reference": fields.get("out_trade_no") or fields.get("out_order_no"),
+                    "code": exc.code,
+                },
             )
             return False
         except (ConnectionLost, trio.TooSlowError):
