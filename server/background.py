@@ -4,6 +4,7 @@
 orders' deadlines are loaded:
 
 - the expiry watcher (unpaid orders expire at their deadline, across restarts);
+- the rentals' deadlines (unpaid holds, due times, freeze conversions and lapses);
 - the outbox worker (refunds and payment closes sent until the channel confirms);
 - the catalog and ticket-key followers (an operator's change reaches every server);
 - the gates' passage timers and occupancy pushes;
@@ -25,6 +26,7 @@ from server.channels.notifier import Notifier
 from server.errors import ScenicError
 from server.fanout import listen
 from server.handlers.orders import confirm_notification
+from server.handlers.rentals import confirm_freeze_notification
 from server.session import CLOSE_REVOKED
 from server.site import follow_catalog, follow_keys
 from server.storage import devices
@@ -52,8 +54,10 @@ async def run_background(
             services.pushes,
             lambda order_id: db.run(load_order, order_id),
             services.gates.mode_seen,
+            services.rentals.load,
         )
         await tasks.start(close_revoked_devices, services)
+        await tasks.start(services.rental_timers.run)
         tasks.start_soon(services.gates.run_timers)
         tasks.start_soon(services.gates.push_occupancy)
         channels = services.channels
@@ -67,11 +71,15 @@ async def run_background(
 
 
 def _deliverer(services: Services) -> Any:
-    """How an in-process simulator's notifier delivers: as ``payment.notify`` would."""
+    """How an in-process simulator's notifier delivers: as ``payment.notify`` (or, for a
+    freeze, ``freeze.notify``) would."""
 
     async def deliver(fields: dict[str, Any]) -> bool:
         try:
-            await confirm_notification(services, fields)
+            if fields.get("kind") == "freeze":
+                await confirm_freeze_notification(services, fields)
+            else:
+                await confirm_notification(services, fields)
         except ScenicError as exc:
             log.info("notify.not_acknowledged", extra={"code": exc.code, "detail": exc.message})
             return False

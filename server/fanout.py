@@ -30,6 +30,8 @@ import trio
 
 from actors.orders.effects import order_paid_data, refunded_data
 from actors.orders.state import Order
+from actors.rentals.pushes import voucher_data
+from actors.rentals.state import Rental
 from server.storage.database import Database
 
 log = logging.getLogger("scenic.fanout")
@@ -154,11 +156,13 @@ async def listen(
     pushes: Pushes,
     load_order: Callable[[str], Awaitable[Order | None]],
     gate_mode_changed: Callable[[str, str], None],
+    load_rental: Callable[[str], Awaitable[Rental | None]] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Receive the other processes' notices and act on them, until cancelled.
 
-    ``load_order`` reads an order (an order's notice carries only its id);
+    ``load_order`` reads an order (an order's notice carries only its id),
+    ``load_rental`` a rental (for its voucher);
     ``gate_mode_changed`` takes a gate's new mode into this process's view.
     Reports ``started`` once it listens.
     """
@@ -168,7 +172,7 @@ async def listen(
             try:
                 notice = json.loads(payload)
                 if notice.get("from") != pushes.instance_id:
-                    await _receive(notice, pushes, load_order, gate_mode_changed)
+                    await _receive(notice, pushes, load_order, gate_mode_changed, load_rental)
             except Exception:
                 log.exception("fanout.notice_failed", extra={"payload": payload[:200]})
 
@@ -178,6 +182,7 @@ async def _receive(
     pushes: Pushes,
     load_order: Callable[[str], Awaitable[Order | None]],
     gate_mode_changed: Callable[[str, str], None],
+    load_rental: Callable[[str], Awaitable[Rental | None]] | None = None,
 ) -> None:
     kind = notice["kind"]
     if "role" in notice:  # an event for every connection of a role (small data travels whole)
@@ -195,6 +200,9 @@ async def _receive(
     device = notice["device"]
     if not pushes.sessions.of_device(device):
         return  # not connected here either
+    if "rental" in notice:
+        await _receive_rental(notice, device, pushes, load_rental)
+        return
     order = await load_order(notice["order"])
     if order is None:
         return
@@ -202,3 +210,20 @@ async def _receive(
         pushes.to_device(device, kind, order_paid_data(order), local=True)
     elif kind == "payment.refunded" and notice["out_refund_no"] in order.refunds:
         pushes.to_device(device, kind, refunded_data(order, notice["out_refund_no"]), local=True)
+
+
+async def _receive_rental(
+    notice: dict[str, Any],
+    device: str,
+    pushes: Pushes,
+    load_rental: Callable[[str], Awaitable[Rental | None]] | None,
+) -> None:
+    """A rental's push another process made for a device connected here."""
+    kind = notice["kind"]
+    if "data" in notice:  # deposit.refunded: small, it travels whole
+        pushes.to_device(device, kind, notice["data"], local=True)
+        return
+    if kind == "rental.voucher" and load_rental is not None:
+        rental = await load_rental(notice["rental"])
+        if rental is not None and rental.voucher is not None:
+            pushes.to_device(device, kind, voucher_data(rental), local=True)

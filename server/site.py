@@ -25,6 +25,7 @@ from server.config import ServerConfig
 from server.errors import ScenicError
 from server.keyring import TicketKeyring
 from server.storage import channel_keys
+from server.storage import rentals as rental_queries
 from server.storage import site as site_queries
 from server.storage.database import Database
 
@@ -83,6 +84,8 @@ async def load_site(db: Database, config: ServerConfig, clock: Callable[[], date
     check_fingerprints(path, ours, await db.run(channel_keys.record_or_compare, ours))
     source = await db.run(site_queries.load_catalog_source)
     catalog = None if source is None else parse_catalog(source)
+    if catalog is not None:  # a catalog stored before rentals existed lists its units now
+        await db.run(rental_queries.store_rental_units, catalog)
     if catalog is None and config.demo:
         source = demo_catalog_source()
         catalog = parse_catalog(source)

@@ -8,9 +8,9 @@ from the parts before it, so nothing is ``None`` waiting to be filled in:
 3. the actor registry, made before it runs so that what needs to ask actors
    can be built with it in hand;
 4. the event pushes, the gates' desk (modes, warm tickets, occupancy,
-   timers), the payment-attempt cache, the expiry watcher and the outbox
-   worker;
-5. the actors of each entity kind (order, ticket, gate) with their stores
+   timers), the payment-attempt cache, the expiry watcher, the outbox
+   worker, the rentals' store and their deadlines;
+5. the actors of each entity kind (order, ticket, gate, rental) with their stores
    and after-commit effects, and the registry running them.
 
 On exit the parts close in the reverse order: the actors drain, then the
@@ -33,6 +33,8 @@ import trio
 
 from actors.catalog import Catalog
 from actors.orders.actor import OrderActor, OrderEnvironment
+from actors.rentals.actor import DepositActor, DepositEnvironment
+from actors.rentals.vouchers import make_voucher
 from actors.runtime import ActorFactory, Registry
 from server.channels.setup import ChannelSet, open_remote_channels
 from server.config import ServerConfig
@@ -43,12 +45,15 @@ from server.keyring import TicketKeyring
 from server.order_effects import OrderEffectRunner
 from server.outbox import OutboxWorker
 from server.payment_attempts import PaymentAttempts
+from server.rental_effects import RentalEffectRunner
+from server.rental_timers import RentalTimers, freeze_lapsed_at
 from server.site import SiteState, load_site
 from server.storage import site as site_queries
 from server.storage.database import Database, open_database
 from server.storage.group_commit import GroupCommitter, open_group_committer
 from server.storage.migrations import apply_migrations
 from server.storage.orders import OrderStorage
+from server.storage.rentals import RentalStorage
 
 log = logging.getLogger("scenic.server")
 
@@ -76,6 +81,10 @@ class Services:
     expiry: ExpiryWatcher
     outbox: OutboxWorker
     payments: PaymentAttempts
+    #: the rentals' store (the deposit actors', and what ops read)
+    rentals: RentalStorage
+    #: fires rentals' deadlines: unpaid holds, due times, freeze conversions and lapses
+    rental_timers: RentalTimers
     #: starts a task in the server's background nursery (fire and forget, owned)
     spawn: Callable[..., None]
 
@@ -107,6 +116,10 @@ class Services:
     async def ask_order(self, order_id: str, command: object) -> Any:
         """Send ``command`` to the order's actor and return its outcome."""
         return await self.registry.ask(("order", order_id), command, self.config.ask_timeout_s)
+
+    async def ask_rental(self, rental_id: str, command: object) -> Any:
+        """Send ``command`` to the rental's actor and return its outcome."""
+        return await self.registry.ask(("rental", rental_id), command, self.config.ask_timeout_s)
 
 
 @asynccontextmanager
@@ -152,6 +165,11 @@ async def open_services(
                 async def ask_order(order_id: str, command: object) -> Any:
                     return await registry.ask(("order", order_id), command, config.ask_timeout_s)
 
+                async def ask_rental(rental_id: str, command: object) -> Any:
+                    return await registry.ask(("rental", rental_id), command, config.ask_timeout_s)
+
+                rentals = RentalStorage(db.run, committer.submit)
+
                 services = Services(
                     config=config,
                     clock=clock,
@@ -167,9 +185,22 @@ async def open_services(
                         clock, ask_order, lambda: db.run(site_queries.pending_orders)
                     ),
                     outbox=OutboxWorker(
-                        db, channels.adapters, ask_order, clock, idle_poll_s=config.outbox_poll_s
+                        db,
+                        channels.adapters,
+                        ask_order,
+                        clock,
+                        idle_poll_s=config.outbox_poll_s,
+                        ask_rental=ask_rental,
                     ),
                     payments=PaymentAttempts(db),
+                    rentals=rentals,
+                    rental_timers=RentalTimers(
+                        clock,
+                        ask_rental,
+                        rentals.load,
+                        rentals.load_open,
+                        freeze_lapsed_at(channels.adapters),
+                    ),
                     spawn=spawn,
                 )
                 await gates.load()
@@ -194,8 +225,18 @@ def actor_factories(services: Services) -> Mapping[str, ActorFactory]:
         ),
         code_of=lambda ticket: services.site.keyring.code_of(ticket),
     )
+    rental_env = DepositEnvironment(
+        store=services.rentals,
+        effects=RentalEffectRunner(
+            push_to_device=services.pushes.to_device,
+            push_to_role=services.pushes.to_role,
+            wake_outbox=services.outbox.kick,
+        ),
+        voucher_of=lambda rental_id: make_voucher(rental_id, services.site.keyring.current),
+    )
     return {
         "order": lambda order_id: OrderActor(order_id, order_env),
+        "rental": lambda rental_id: DepositActor(rental_id, rental_env),
         "ticket": gates.ticket_factory(),
         "gate": gates.gate_factory(),
     }

@@ -13,8 +13,12 @@ from actors.rentals.state import Condition, Rental
 
 
 def notice_of(data: dict[str, Any]) -> dict[str, Any]:
-    """The small notice of a ``deposit.refunded`` push, for another server process."""
-    return {"rental": data["rental"], "reference": data["reference"], "state": data["state"]}
+    """The notice of a ``deposit.refunded`` push for another server process: its data, whole.
+
+    The data is a few small fields, so it travels as it is rather than being
+    rebuilt from the rental there.
+    """
+    return {"rental": data["rental"], "data": data}
 
 
 def voucher_data(rental: Rental) -> dict[str, Any]:

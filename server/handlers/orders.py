@@ -31,9 +31,11 @@ from actors.orders.domain import (
 )
 from server.errors import BadRequest, NotFound, ScenicError
 from server.gates import TicketUse
+from server.handlers.rentals import confirm_rental_payment
 from server.ops import OpContext, OpGroup
 from server.schema import Arg
 from server.storage import orders as order_queries
+from server.storage import rentals as rental_queries
 from server.storage import tickets as ticket_queries
 
 if TYPE_CHECKING:
@@ -396,6 +398,20 @@ async def order_find(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     return {**(await order_view(order, services)), "story": story}
 
 
+async def _confirm_for_rental(
+    services: Services, channel: Any, rental_id: str, fields: dict[str, Any]
+) -> dict[str, Any]:
+    """A rental's deposit payment notified: the amount checked as an order's is, then confirmed."""
+    rental = await services.rentals.load(rental_id)
+    attempt = rental.payments.get(fields["out_trade_no"]) if rental is not None else None
+    if attempt is None:
+        raise ScenicError(
+            f"no payment {fields['out_trade_no']} was started here", code="unknown_payment"
+        )
+    amount_fen, _ = await collected_amount(channel, fields, attempt.amount_fen)
+    return await confirm_rental_payment(services, rental_id, fields, amount_fen)
+
+
 async def confirm_notification(services: Services, fields: dict[str, Any]) -> dict[str, Any]:
     """Verify a channel's payment notification and confirm it through the order's actor.
 
@@ -404,6 +420,7 @@ async def confirm_notification(services: Services, fields: dict[str, Any]) -> di
     asked is checked with the channel's own query first: what the channel
     collected is what is recorded (and refunded), and a notification that
     disagrees with it is logged and flagged (:func:`collected_amount`).
+    A payment of a rental's deposit goes to the rental's actor instead.
     Raises ``bad_signature`` for a forged, tampered or stale notification
     (logged on the security log, nothing recorded), ``unknown_payment`` for
     a payment we never started, ``payment_not_confirmed`` when the channel's
@@ -427,6 +444,9 @@ async def confirm_notification(services: Services, fields: dict[str, Any]) -> di
         raise
     attempt = await services.payments.find(fields["out_trade_no"])
     if attempt is None:
+        rental_id = await services.db.run(rental_queries.rental_of_payment, fields["out_trade_no"])
+        if rental_id is not None:  # a rental's deposit: the rental's actor confirms it
+            return await _confirm_for_rental(services, channel, rental_id, fields)
         raise ScenicError(
             f"no payment {fields['out_trade_no']} was started here", code="unknown_payment"
         )

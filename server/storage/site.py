@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from actors.catalog import WHOLE_DAY, Catalog
 from server.errors import ScenicError
+from server.storage.rentals import store_rental_units
 
 #: NOTIFY channel telling running servers that ``scenic catalog load`` stored a new catalog
 CATALOG_CHANNEL = "scenic_catalog_changed"
@@ -28,7 +29,7 @@ async def load_catalog_source(conn: asyncpg.Connection) -> str | None:
 async def store_catalog(
     conn: asyncpg.Connection, source: str, catalog: Catalog, today: date
 ) -> list[tuple[date, str, int, int]]:
-    """Put ``catalog`` on sale and apply its capacity to dates already selling.
+    """Put ``catalog`` on sale, apply its capacity to dates already selling, list its units.
 
     Dates from ``today`` on whose new capacity is below what is already
     reserved keep their reservations (nobody loses a ticket) and are returned
@@ -57,6 +58,7 @@ async def store_catalog(
                 row["slot"],
                 limit,
             )
+        await store_rental_units(conn, catalog)
         await conn.execute("SELECT pg_notify($1, 'reload')", CATALOG_CHANNEL)
     return overbooked
 
