@@ -5,7 +5,11 @@ the offending rows. The checks read only; they are safe against a live
 server (each runs in one repeatable-read snapshot so they see one moment).
 Money still owed fails the audit too: every refund the channel refused for
 good, and every refund unconfirmed for longer than a bound (10 minutes
-unless told otherwise), until a person settles it.
+unless told otherwise), until a person settles it. Rentals' deposits are
+checked as well: the deposit pool holds exactly the unresolved paid
+deposits, each resolved hold kept its posted part and asked the rest back,
+frozen money is released, duplicates are given back, each unit out is out
+on one rental, and the reservations match.
 """
 
 from __future__ import annotations
@@ -183,6 +187,128 @@ CHECKS = (
             where not exists (select 1 from capacity c where c.visit_date = h.visit_date
                                 and c.slot = h.slot)
            limit 100""",
+    ),
+    *(
+        # The rentals' deposits (migration 0007): the pool, each hold's resolution, the
+        # frozen money, the units, the reservations.
+        AuditCheck(
+            "deposit_pool_matches_holds",
+            "the deposit pool (deposits:held and rentals:prepaid) holds exactly each paid,"
+            " unresolved deposit",
+            """with pool as (
+                 select t.rental_id, -sum(e.amount_fen)::bigint as pooled_fen
+                   from ledger_entries e join ledger_transactions t using (txn_id)
+                  where t.rental_id is not null
+                    and e.account in ('deposits:held', 'rentals:prepaid')
+                  group by t.rental_id),
+               due as (
+                 select r.rental_id, r.status,
+                        case when h.resolution is null
+                              and (h.route = 'pay' or exists (
+                                   select 1 from rental_confirmations c
+                                    where c.rental_id = r.rental_id and c.kind = 'conversion'))
+                             then h.amount_fen else 0 end as held_fen
+                   from rentals r left join rental_holds h using (rental_id))
+               select d.rental_id, d.status, coalesce(d.held_fen, 0) as held_fen,
+                      coalesce(p.pooled_fen, 0) as pooled_fen
+                 from due d left join pool p using (rental_id)
+                where coalesce(d.held_fen, 0) <> coalesce(p.pooled_fen, 0)
+                order by d.rental_id limit 100""",
+        ),
+        AuditCheck(
+            "deposits_resolved_exactly",
+            "each resolved deposit keeps its posted part at the channel and asks the rest back",
+            """with kept as (
+                 select h.rental_id, h.resolution, h.route, h.posted_fen, h.voided_fen,
+                        coalesce((select sum(p.amount_fen) from rental_payments p
+                                   where p.rental_id = h.rental_id
+                                     and (p.out_trade_no = h.reference or p.kind = 'conversion')),
+                                 0)::bigint
+                        - coalesce((select sum(f.amount_fen) from rental_refunds f
+                                     join rental_payments p using (out_trade_no)
+                                    where p.rental_id = h.rental_id
+                                      and (p.out_trade_no = h.reference
+                                           or p.kind = 'conversion')), 0)::bigint as kept_fen
+                   from rental_holds h
+                  where h.resolution is not null and h.resolution <> 'lapsed')
+               select * from kept where kept_fen <> posted_fen
+                order by rental_id limit 100""",
+        ),
+        AuditCheck(
+            "frozen_money_released",
+            "every amount frozen for a rental closed longer than the bound was converted or"
+            " unfrozen",
+            """select r.rental_id, r.status, r.closed_at, sum(m.amount_fen)::bigint as frozen_fen
+                 from rentals r join rental_memos m using (rental_id)
+                where r.closed_at < now() - $1::interval
+                group by r.rental_id, r.status, r.closed_at
+               having sum(m.amount_fen) <> 0
+                order by r.rental_id limit 100""",
+            takes_bound=True,
+        ),
+        AuditCheck(
+            "rental_duplicates_released",
+            "every payment or freeze that does not hold a rental's deposit is given back whole",
+            """select c.channel, c.channel_txn_id, c.kind, c.rental_id, c.amount_fen
+                 from rental_confirmations c
+                where not c.holds and (
+                      (c.kind = 'payment' and not exists (
+                           select 1 from rental_refunds f
+                            where f.out_trade_no = c.reference and f.amount_fen = c.amount_fen))
+                   or (c.kind = 'freeze' and not exists (
+                           select 1 from rental_unfreezes u
+                            where u.out_order_no = c.reference and u.amount_fen = c.amount_fen)))
+                order by c.rental_id limit 100""",
+        ),
+        AuditCheck(
+            "rental_refunds_settled_in_time",
+            "every refund or unfreeze of a rental is confirmed by its channel within the bound,"
+            " and none was refused for good",
+            """select 'refund' as what, out_refund_no as reference, rental_id, amount_fen,
+                      requested_at, failure
+                 from rental_refunds
+                where confirmed_at is null
+                  and (failure is not null or requested_at < now() - $1::interval)
+               union all
+               select 'unfreeze', out_request_no, rental_id, amount_fen, requested_at, null
+                 from rental_unfreezes
+                where confirmed_at is null and requested_at < now() - $1::interval
+                order by requested_at limit 100""",
+            takes_bound=True,
+        ),
+        AuditCheck(
+            "units_out_on_one_rental",
+            "each unit out is out on exactly one rental, and that rental has it out",
+            """with claimed as (
+                 select r.rental_id, u->>'unit_id' as unit_id
+                   from rentals r, jsonb_array_elements(r.state->'units'->'$tuple') u
+                  where r.closed_at is null and u->'back_at' = 'null'::jsonb)
+               select unit_id, null as rental_id, count(*) as rentals from claimed
+                group by unit_id having count(*) > 1
+               union all
+               select c.unit_id, c.rental_id, 1 from claimed c
+                where not exists (select 1 from rental_units u where u.unit_id = c.unit_id
+                                     and u.state = 'out' and u.rental_id = c.rental_id)
+               union all
+               select u.unit_id, u.rental_id, 0 from rental_units u
+                where u.state = 'out' and not exists (
+                      select 1 from claimed c where c.unit_id = u.unit_id
+                         and c.rental_id = u.rental_id)
+               limit 100""",
+        ),
+        AuditCheck(
+            "rental_stock_matches_reservations",
+            "units reserved per item type equal those of rentals not yet picked up",
+            """with held as (
+                 select l->'item'->>'item_id' as item_id, sum((l->>'quantity')::int) as quantity
+                   from rentals r, jsonb_array_elements(r.state->'lines'->'$tuple') l
+                  where r.status in ('pending', 'held')
+                  group by 1)
+               select s.item_id, s.reserved, coalesce(h.quantity, 0) as held
+                 from rental_stock s full join held h using (item_id)
+                where coalesce(s.reserved, 0) <> coalesce(h.quantity, 0)
+                limit 100""",
+        ),
     ),
 )
 
