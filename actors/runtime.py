@@ -70,6 +70,8 @@ class RegistryStats:
     restarts: int
     passivations: int
     live_by_kind: dict[str, int]
+    #: commands waiting in mailboxes, by actor kind
+    mailbox_by_kind: dict[str, int] = attrs.field(factory=dict)
 
 
 class _Letter:
@@ -258,6 +260,7 @@ class Registry:
             restarts=self._restarts,
             passivations=self._passivations,
             live_by_kind=dict(Counter(c.key[0] for c in cells) + inline),
+            mailbox_by_kind=_depth_by_kind(cells),
         )
 
     def _cell(self, key: ActorKey) -> _Cell:
@@ -368,3 +371,11 @@ async def open_registry(
     )
     async with registry.running(factories, drain_timeout_s=drain_timeout_s):
         yield registry
+
+
+def _depth_by_kind(cells: list[_Cell]) -> dict[str, int]:
+    """Commands waiting in the mailboxes of ``cells``, summed by actor kind."""
+    depth: Counter[str] = Counter()
+    for cell in cells:
+        depth[cell.key[0]] += cell.receive.statistics().current_buffer_used
+    return dict(depth)

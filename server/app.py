@@ -25,6 +25,7 @@ from server.channels.setup import ChannelSet, build_channels
 from server.config import ServerConfig
 from server.handlers import build_op_table
 from server.listener import WebsocketListener, open_listeners
+from server.metrics_http import serve_metrics
 from server.ops import OpTable
 from server.session import CLOSE_GOING_AWAY, Session
 from server.startup import redact_dsn
@@ -81,6 +82,8 @@ async def run_server(
         async with open_services(config, dsn, channels, clock) as services:
             async with trio.open_nursery() as background:
                 await background.start(run_background, services)
+                if config.metrics_port is not None:
+                    await background.start(serve_metrics, services)
                 info = await _serve(
                     services,
                     ops or build_op_table(),

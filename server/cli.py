@@ -107,6 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="Use the scenic channel-sim process at this ws:// URL as WeChat Pay and Alipay "
         "(default: simulated in the server; SCENIC_CHANNEL_SIM_URL).",
     )
+    serve.add_argument(
+        "--metrics-port",
+        type=port_number,
+        metavar="PORT",
+        help="Serve Prometheus metrics at http://HOST:PORT/metrics (default: off; "
+        "SCENIC_METRICS_PORT). With --workers N, worker k serves on PORT + k.",
+    )
+    serve.add_argument(
+        "--metrics-host",
+        help="The address the metrics endpoint listens on (default 127.0.0.1; "
+        "SCENIC_METRICS_HOST).",
+    )
     serve.set_defaults(run=_serve)
 
     catalog = _command(commands, "catalog", "Check and load the catalog on sale, or print it.")
@@ -311,6 +323,8 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
             "workers",
             "refund_bound_s",
             "channel_keys",
+            "metrics_port",
+            "metrics_host",
         )
         if getattr(args, name, None) is not None
     }

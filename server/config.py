@@ -88,6 +88,10 @@ class ServerConfig:
     db_pool_min: int = 2
     db_pool_max: int = 8
     log_level: str = "INFO"
+    #: serve Prometheus metrics on this port (``None``: off; 0: any free port)
+    metrics_port: int | None = None
+    #: the address the metrics endpoint listens on
+    metrics_host: str = "127.0.0.1"
 
     @property
     def channel_keys_path(self) -> Path:
@@ -123,7 +127,7 @@ def setting_problem(name: str, value: object) -> str | None:
     >>> setting_problem("port", 99999)
     'a port number is 0-65535 (0 picks a free port)'
     """
-    if name == "port" and not 0 <= value <= 65535:
+    if name in ("port", "metrics_port") and not 0 <= value <= 65535:
         return "a port number is 0-65535 (0 picks a free port)"
     if name == "log_level" and str(value).upper() not in LOG_LEVELS:
         return f"the log level is one of {', '.join(LOG_LEVELS)}"
@@ -139,7 +143,7 @@ def _parse(field: attrs.Attribute, raw: str) -> object:
     kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
     name = f"SCENIC_{field.name.upper()}"
     try:
-        if kind == "int":
+        if kind in ("int", "int | None"):
             return int(raw)
         if kind == "float":
             return float(raw)

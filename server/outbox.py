@@ -185,11 +185,14 @@ class OutboxWorker:
         clock: Callable[[], datetime],
         idle_poll_s: float = 1.0,
         ask_rental: Callable[[str, object], Awaitable[Any]] | None = None,
+        on_refund_failed: Callable[[str], None] | None = None,
     ) -> None:
         self._db = db
         self._channels = channels
         self._ask_order = ask_order
         self._ask_rental = ask_rental
+        #: told the channel of each refund refused for good (the metrics count them)
+        self._on_refund_failed = on_refund_failed
         self._clock = clock
         self._idle_poll_s = idle_poll_s
         self._kicked = trio.Event()
@@ -410,6 +413,8 @@ class OutboxWorker:
         await self._answer(
             payload, order_cmd.FailRefund, rental_cmd.FailRefund, out_refund_no, failure
         )
+        if self._on_refund_failed is not None:
+            self._on_refund_failed(payload["channel"])
         log.error(
             "refund.failed",
             extra={

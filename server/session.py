@@ -13,6 +13,7 @@ can disturb another.
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -30,6 +31,7 @@ from server.errors import (
     UnknownOp,
 )
 from server.logs import device_var, request_var
+from server.metrics import UNKNOWN_OP
 from server.ops import DEVICE_ID_PATTERN, OpContext, OpSpec, OpTable
 from server.schema import Arg, parse_args
 
@@ -156,6 +158,8 @@ class Session:
             try:
                 args = self._admit(parsed, spec)
             except ScenicError as exc:
+                op = parsed.op if spec is not None else UNKNOWN_OP
+                self.services.metrics.request_done(op, exc.code, 0.0)
                 if not await self._refuse(parsed.id, exc):
                     return
                 continue
@@ -238,6 +242,7 @@ class Session:
         request_var.set(request.id)
         context = OpContext(self.device_id, self.role, request.id, self, self.services)
         code = None
+        began = time.perf_counter()
         try:
             result = await spec.handler(context, args)
             frame = ok_frame(request.id, result)
@@ -246,9 +251,13 @@ class Session:
             frame = error_frame(request.id, exc.code, exc.message)
         except Exception:
             log.exception("request.failed", extra={"op": request.op})
+            code = "internal"
             frame = error_frame(request.id, "internal", "internal error; see the server log")
         finally:
             self._in_flight.release()
+            self.services.metrics.request_done(
+                request.op, code or "ok", time.perf_counter() - began
+            )
         try:
             await self.ws.send_message(frame)
         except ConnectionClosed:

@@ -42,6 +42,7 @@ from server.expiry import ExpiryWatcher
 from server.fanout import Pushes, SessionIndex
 from server.gates import GateDesk
 from server.keyring import TicketKeyring
+from server.metrics import ServerMetrics
 from server.order_effects import OrderEffectRunner
 from server.outbox import OutboxWorker
 from server.payment_attempts import PaymentAttempts
@@ -87,6 +88,8 @@ class Services:
     rental_timers: RentalTimers
     #: starts a task in the server's background nursery (fire and forget, owned)
     spawn: Callable[..., None]
+    #: what this server counts for Prometheus (served when --metrics-port is given)
+    metrics: ServerMetrics = attrs.field(factory=ServerMetrics)
 
     @property
     def keyring(self) -> TicketKeyring:
@@ -134,12 +137,16 @@ async def open_services(
     Raises what the database raises when it cannot be reached, and
     ``bad_channel_keys`` when the merchant keys are not the database's.
     """
+    metrics = ServerMetrics()
     async with open_database(dsn, min_size=config.db_pool_min, max_size=config.db_pool_max) as db:
         applied = await apply_migrations(db)
         if applied:
             log.info("migrations.applied", extra={"migrations": applied})
         async with open_group_committer(
-            db, max_delay_s=config.commit_delay_s, max_batch=config.commit_max_batch
+            db,
+            max_delay_s=config.commit_delay_s,
+            max_batch=config.commit_max_batch,
+            on_batch=metrics.batch_committed,
         ) as committer:
             site = await load_site(db, config, clock)
             async with open_remote_channels(channels), trio.open_nursery() as background:
@@ -191,6 +198,7 @@ async def open_services(
                         clock,
                         idle_poll_s=config.outbox_poll_s,
                         ask_rental=ask_rental,
+                        on_refund_failed=metrics.refund_failed,
                     ),
                     payments=PaymentAttempts(db),
                     rentals=rentals,
@@ -202,6 +210,7 @@ async def open_services(
                         freeze_lapsed_at(channels.adapters),
                     ),
                     spawn=spawn,
+                    metrics=metrics,
                 )
                 await gates.load()
                 async with registry.running(

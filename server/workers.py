@@ -70,9 +70,12 @@ async def serve_workers(config: ServerConfig) -> int:
     try:
         async with trio.open_nursery() as nursery:
             processes = []
-            for _ in range(config.workers):
+            for index in range(config.workers):
+                own = dict(env)
+                if config.metrics_port:  # each worker its own metrics port: PORT + k
+                    own["SCENIC_METRICS_PORT"] = str(config.metrics_port + index)
                 process = await trio.lowlevel.open_process(
-                    [sys.executable, "-m", "server.cli", "serve"], env=env
+                    [sys.executable, "-m", "server.cli", "serve"], env=own
                 )
                 processes.append(process)
             nursery.start_soon(_forward_signals, processes)

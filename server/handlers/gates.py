@@ -76,6 +76,20 @@ async def scan_ticket(
     mode would judge it (:func:`actors.tickets.domain.in_normal_mode`). A
     granted online scan leaves the gate waiting for its passage.
     """
+    outcome = await _decide_scan(services, gate_id, scan_id, code, at, direction, offline)
+    services.metrics.scanned(outcome.verdict.reason)
+    return outcome
+
+
+async def _decide_scan(
+    services: Services,
+    gate_id: str,
+    scan_id: str,
+    code: str,
+    at: datetime,
+    direction: str,
+    offline: OfflineDecision | None,
+) -> ScanOutcome:
     desk = services.gates
     now = services.clock()
     scan = ScanTicket(desk.view(gate_id), scan_id, direction, at, now, desk.moment(at), code[:64])

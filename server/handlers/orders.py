@@ -620,6 +620,9 @@ def _payment_reply(
         order.captured_out_trade_no == out_trade_no
         and order.payments[out_trade_no].channel_txn_id == channel_txn_id
     )
+    services.metrics.payment(
+        order.payments[out_trade_no].channel, "captured" if captured else "refunding"
+    )
     refund = next(
         (r for r in order.refunds.values() if not r.staff and r.channel_txn_id == channel_txn_id),
         None,

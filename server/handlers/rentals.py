@@ -363,7 +363,9 @@ async def rental_record(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         out_trade_no, args["channel"], txn, args["amount_fen"], now, now, new_out_refund_no(now)
     )
     outcome = await ask_rental(services, rental_id, command)
-    return payment_reply(outcome.rental, out_trade_no)
+    reply = payment_reply(outcome.rental, out_trade_no)
+    services.metrics.payment(args["channel"], reply["result"])
+    return reply
 
 
 def payment_reply(rental: Rental, out_trade_no: str) -> dict[str, Any]:
@@ -531,6 +533,7 @@ async def confirm_freeze_notification(services: Services, fields: dict[str, Any]
     outcome = await ask_rental(services, rental_id, command)
     freeze = outcome.rental.freezes.get(fields["out_order_no"])
     held = freeze is not None and freeze.state == "frozen"
+    services.metrics.payment(fields["channel"], "held" if held else "releasing")
     return {
         "rental": rental_id,
         "status": outcome.rental.status.value,
@@ -553,7 +556,9 @@ async def confirm_rental_payment(
         new_out_refund_no(now),
     )
     outcome = await ask_rental(services, rental_id, command)
-    return payment_reply(outcome.rental, fields["out_trade_no"])
+    reply = payment_reply(outcome.rental, fields["out_trade_no"])
+    services.metrics.payment(fields["channel"], reply["result"])
+    return reply
 
 
 __all__ = [

@@ -106,8 +106,17 @@ class _Waiter:
 class GroupCommitter:
     """Batches writes into shared transactions. Obtain one from :func:`open_group_committer`."""
 
-    def __init__(self, db: Database, max_delay_s: float, max_batch: int, max_concurrent: int):
+    def __init__(
+        self,
+        db: Database,
+        max_delay_s: float,
+        max_batch: int,
+        max_concurrent: int,
+        on_batch: Callable[[int, float], None] | None = None,
+    ):
         self._db = db
+        #: told (writes, seconds) after each batch, for the metrics
+        self._on_batch = on_batch
         self._max_delay_s = max_delay_s
         self._max_batch = max_batch
         self._flush_slots = trio.Semaphore(max_concurrent)
@@ -195,6 +204,8 @@ class GroupCommitter:
         self._batches += 1
         self._writes += len(batch)
         self._largest = max(self._largest, len(batch))
+        if self._on_batch is not None:
+            self._on_batch(len(batch), self._last_commit_ms / 1000)
         if retried:
             self._failed += 1
             log.info("group_commit.batch_retried", extra={"writes": len(batch)})
@@ -262,10 +273,18 @@ async def _commit_alone(conn: asyncpg.Connection, write: Write | BulkItem) -> ou
 
 @asynccontextmanager
 async def open_group_committer(
-    db: Database, *, max_delay_s: float, max_batch: int, max_concurrent: int = 2
+    db: Database,
+    *,
+    max_delay_s: float,
+    max_batch: int,
+    max_concurrent: int = 2,
+    on_batch: Callable[[int, float], None] | None = None,
 ) -> AsyncIterator[GroupCommitter]:
-    """A committer for ``db``; on exit, writes already submitted are committed first."""
-    committer = GroupCommitter(db, max_delay_s, max_batch, max_concurrent)
+    """A committer for ``db``; on exit, writes already submitted are committed first.
+
+    ``on_batch`` is told each batch's size and commit time in seconds.
+    """
+    committer = GroupCommitter(db, max_delay_s, max_batch, max_concurrent, on_batch)
     async with trio.open_nursery() as flushes:
         flushes.start_soon(committer._run, flushes)
         try:
