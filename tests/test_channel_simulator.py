@@ -369,7 +369,7 @@ async def test_the_in_process_adapter_delegates_to_the_simulator(clock):
     refund = await channel.refund("T1", "R1", 800, 800, "cancelled")
     assert await channel.query_refund("R1") == refund
     assert payment.qr_payload.startswith("weixin://")
-    assert "T1" in await channel.statement(date(2026, 11, 24))
+    assert b"`T1," in await channel.statement(date(2026, 11, 24))
     channel.verify_notification(signing.signed(fields, SECRET, clock.now.timestamp()))
     with pytest.raises(BadSignature):
         channel.verify_notification(signing.signed(fields, b"x" * 32, clock.now.timestamp()))
@@ -411,7 +411,7 @@ async def test_counter_channels_refund_at_once_and_send_no_notifications(name):
     with pytest.raises(BadSignature, match="no notifications"):
         channel.verify_notification(fields)
     statement = await channel.statement(date(2026, 11, 24))
-    assert statement.count("\n") == 1
+    assert statement.count(b"\n") == 1
 
 
 def test_unknown_channel_names_and_refund_modes_are_refused():

@@ -218,8 +218,9 @@ class ChannelAdapter(Protocol):
         of ``kind``: ``"payment"`` (no ``kind`` field) or ``"freeze"`` (a signed
         ``kind`` field saying so). One kind never verifies as the other."""
 
-    async def statement(self, bill_date: date) -> str:
-        """The channel's bill for ``bill_date`` (its local date) as CSV text."""
+    async def statement(self, bill_date: date) -> bytes:
+        """The channel's bill for ``bill_date`` (its local date): the file's bytes, in the
+        layout of :mod:`server.channels.statement`."""
 
     # -- pre-authorisation (Alipay's fund authorisation; ``not_supported`` elsewhere) ----
 

@@ -242,13 +242,13 @@ class RemoteChannel:
         )
         return _from_wire(FreezeConversion, ok)
 
-    async def statement(self, bill_date: date) -> str:
-        """The channel's bill for ``bill_date`` as CSV text."""
+    async def statement(self, bill_date: date) -> bytes:
+        """The channel's bill for ``bill_date``: the file's bytes."""
         ok = await self._call("statement", bill_date=bill_date.isoformat())
-        text = ok.get("text")
-        if not isinstance(text, str):
-            raise ChannelError("the statement reply holds no text", code="bad_reply")
-        return text
+        data = ok.get("file")
+        if not isinstance(data, bytes):
+            raise ChannelError("the statement reply holds no file", code="bad_reply")
+        return data
 
     async def pay(self, out_trade_no: str, *, amount_fen: int | None = None) -> dict[str, Any]:
         """Visitor side (tests, load test): pay ``out_trade_no`` at the simulator.

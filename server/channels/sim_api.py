@@ -227,7 +227,7 @@ class ChannelApi:
             bill_date = date.fromisoformat(args["bill_date"])
         except ValueError:
             raise BadRequest(f"bill_date {args['bill_date']!r} is not a date") from None
-        return {"text": simulator.statement(bill_date)}
+        return {"file": simulator.statement(bill_date)}
 
     def _inject_fault(self, simulator: ChannelSimulator, args: dict) -> dict:
         simulator.inject_fault(args["call"], args["fault"], args["count"], args["stall_s"])

@@ -52,7 +52,13 @@ from server.channels.adapter import (
     UnfreezeStatus,
 )
 from server.channels.fund_auth import Freeze
-from server.channels.statement import StatementRow, fee_fen, local_date, write_statement
+from server.channels.statement import (
+    FEE_RATE_BP,
+    StatementRow,
+    fee_fen,
+    local_date,
+    write_statement,
+)
 
 Clock = Callable[[], datetime]
 REFUND_MODES = ("instant", "processing")
@@ -338,9 +344,10 @@ class ChannelSimulator:
             raise ChannelError(f"no refund {out_refund_no}", code="not_found")
         return self._refund_status(refund)
 
-    def statement(self, bill_date: date) -> str:
+    def statement(self, bill_date: date) -> bytes:
         """The bill of ``bill_date`` (Asia/Shanghai): payments paid and refunds
-        succeeded on that date, in time order, in this channel's CSV layout."""
+        succeeded on that date, in time order, in this channel's layout (the
+        file's bytes: WeChat's text, Alipay's zip)."""
         self._serve("statement")
         rows = [
             StatementRow(
@@ -351,6 +358,7 @@ class ChannelSimulator:
                 p.paid_fen,
                 p.paid_at.replace(microsecond=0),
                 fee_fen(p.paid_fen),
+                rate_bp=self._bill_rate,
             )
             for p in self._payments.values()
             if p.paid_at is not None and local_date(p.paid_at) == bill_date
@@ -369,10 +377,16 @@ class ChannelSimulator:
                     status.succeeded_at.replace(microsecond=0),
                     fee_fen(refund.refund_fen),
                     refund.refund_id if self.name == "wechat" else None,
+                    self._bill_rate,
                 )
             )
         rows.sort(key=lambda row: (row.at, row.kind, row.out_trade_no, row.out_refund_no or ""))
         return write_statement(self.name, rows, bill_date)
+
+    @property
+    def _bill_rate(self) -> int | None:
+        """The rate a bill states on each row: WeChat's 费率 column; Alipay's bill has none."""
+        return FEE_RATE_BP if self.name == "wechat" else None
 
     # -- merchant API: pre-authorisation (Alipay's fund authorisation) ---------------
 
@@ -806,14 +820,14 @@ class SimulatedChannel:
         else:
             await trio.lowlevel.checkpoint()
 
-    async def statement(self, bill_date: date) -> str:
+    async def statement(self, bill_date: date) -> bytes:
         """See :meth:`ChannelSimulator.statement`."""
         await self._stall("statement")
         return self.simulator.statement(bill_date)
 
 
 #: the header of a counter channel's (empty) bill
-COUNTER_STATEMENT_HEADER = "交易时间,商户订单号,商户退款单号,金额（元）\n"
+COUNTER_STATEMENT_HEADER = "交易时间,商户订单号,商户退款单号,金额（元）\n".encode()
 
 
 class CounterChannel:
@@ -929,7 +943,7 @@ class CounterChannel:
             code="not_supported",
         )
 
-    async def statement(self, bill_date: date) -> str:
+    async def statement(self, bill_date: date) -> bytes:
         """An empty bill: the header only (the cash drawer is reconciled by hand)."""
         await trio.lowlevel.checkpoint()
         return COUNTER_STATEMENT_HEADER
