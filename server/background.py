@@ -12,7 +12,8 @@ orders' deadlines are loaded:
   simulated here (their notifications go through the same path as a real
   channel's ``payment.notify``);
 - the notices of the other server processes (:mod:`server.fanout`), and the
-  closing of a revoked device's connections.
+  closing of a revoked device's connections;
+- the daily reconciliation against the channels' bills (:mod:`server.recon_daily`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from server.errors import ScenicError
 from server.fanout import listen
 from server.handlers.orders import confirm_notification
 from server.handlers.rentals import confirm_freeze_notification
+from server.recon_daily import run_daily
 from server.session import CLOSE_REVOKED
 from server.site import follow_catalog, follow_keys
 from server.storage import devices
@@ -60,6 +62,7 @@ async def run_background(
         await tasks.start(services.rental_timers.run)
         tasks.start_soon(services.gates.run_timers)
         tasks.start_soon(services.gates.push_occupancy)
+        await tasks.start(run_daily, services)
         channels = services.channels
         for name, simulator in channels.simulators.items():
             notifier = Notifier(

@@ -92,6 +92,12 @@ class ServerConfig:
     metrics_port: int | None = None
     #: the address the metrics endpoint listens on
     metrics_host: str = "127.0.0.1"
+    #: the daily reconciliation's time, ``HH:MM`` site time (``off``: no daily run)
+    recon_at: str = "10:30"
+    #: ``HH:MM`` Beijing time the day after a business date when the channels' bills are ready
+    recon_bill_ready: str = "10:00"
+    #: seconds around midnight in which an unmatched record waits for the next day's bill
+    recon_scratch_s: float = 1800.0
 
     @property
     def channel_keys_path(self) -> Path:
@@ -131,12 +137,31 @@ def setting_problem(name: str, value: object) -> str | None:
         return "a port number is 0-65535 (0 picks a free port)"
     if name == "log_level" and str(value).upper() not in LOG_LEVELS:
         return f"the log level is one of {', '.join(LOG_LEVELS)}"
+    if name in ("recon_at", "recon_bill_ready") and not _is_clock_time(
+        str(value), allow_off=name == "recon_at"
+    ):
+        off = " or off" if name == "recon_at" else ""
+        return f"it is a time of day as HH:MM (00:00 to 23:59){off}"
     minimum = _MINIMUM.get(name)
     if minimum is not None and value < minimum:
         return f"the least is {minimum}"
     if isinstance(value, float) and not value >= 0:  # also refuses nan
         return "it is a number of seconds, 0 or more"
     return None
+
+
+def _is_clock_time(text: str, *, allow_off: bool) -> bool:
+    if allow_off and text == "off":
+        return True
+    hours, colon, minutes = text.partition(":")
+    return (
+        bool(colon)
+        and len(hours) == len(minutes) == 2
+        and hours.isdigit()
+        and minutes.isdigit()
+        and int(hours) < 24
+        and int(minutes) < 60
+    )
 
 
 def _parse(field: attrs.Attribute, raw: str) -> object:

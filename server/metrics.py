@@ -18,6 +18,8 @@ from typing import Any
 import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from server.storage.reconciliation import unresolved as recon_unresolved
+
 #: request latency buckets, seconds (a scan answers in milliseconds; a refund may take seconds)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 #: group-commit batch sizes, writes
@@ -100,6 +102,13 @@ class ServerMetrics:
             registry=r,
         )
 
+        self.recon_differences = Gauge(
+            "scenic_recon_differences_unresolved",
+            "Reconciliation differences open for a person, by channel",
+            ("channel",),
+            registry=r,
+        )
+
     def request_done(self, op: str, outcome: str, seconds: float) -> None:
         """A request of ``op`` was answered with ``outcome`` (``ok`` or its error code)."""
         self.requests.labels(op, outcome).inc()
@@ -129,7 +138,8 @@ class ServerMetrics:
         run: Callable[..., Any],
         now: datetime,
     ) -> None:
-        """Read the live gauges: connections by role, actors and mailboxes, the outbox."""
+        """Read the live gauges: connections by role, actors and mailboxes, the outbox, the
+        reconciliation differences still open."""
         _set_all(self.connections, roles())
         live, depth = actors()
         _set_all(self.actors, live)
@@ -138,6 +148,11 @@ class ServerMetrics:
         self.outbox_backlog.set(backlog)
         self.outbox_oldest.set(0.0 if oldest is None else max(0.0, (now - oldest).total_seconds()))
         self.outbox_failed.set(failed)
+        self.recon_unresolved(await run(recon_unresolved))
+
+    def recon_unresolved(self, by_channel: dict[str, int]) -> None:
+        """Set the open reconciliation differences per channel (a channel not named reads 0)."""
+        _set_all(self.recon_differences, by_channel)
 
     def text(self) -> bytes:
         """The registry in Prometheus' text exposition format."""

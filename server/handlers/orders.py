@@ -587,6 +587,26 @@ async def _ticket_facts(
     )
 
 
+async def confirm_collection(
+    services: Services,
+    order_id: str,
+    out_trade_no: str,
+    channel: str,
+    channel_txn_id: str,
+    amount_fen: int,
+    paid_at: datetime,
+) -> OrderOutcome:
+    """Confirm money ``channel`` collected for ``order_id`` through the order's actor.
+
+    The path a verified ``payment.notify`` takes (reconciliation attaches a
+    collection the bill shows by it): the first collection captures the
+    order, any other is refunded by its route, a known one changes nothing.
+    """
+    return await _confirm(
+        services, order_id, out_trade_no, channel, channel_txn_id, amount_fen, paid_at
+    )
+
+
 async def _confirm(
     services: Services,
     order_id: str,
