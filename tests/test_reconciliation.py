@@ -306,3 +306,30 @@ async def test_the_cli_needs_an_admin_device_and_a_channel_for_a_file():
         scenic_command("reconcile", "--date", "2026-13-01"), capture_stderr=True, check=False
     )
     assert cli.returncode == 2 and b"is not a date" in cli.stderr
+
+
+async def test_without_a_bill_the_query_api_answers_for_each_record(dsn, db):
+    async with running_server(dsn, db, DEVICES, **SETTINGS) as server:
+        alipay = server.channels.simulators["alipay"]
+        async with (
+            connect(server.url, "kiosk-1", server.tokens["kiosk-1"]) as kiosk,
+            connect(server.url, "admin-x", server.tokens["admin-x"]) as admin,
+        ):
+            await paid_order(kiosk, "q", channel="alipay")
+            dup = await kiosk.request("order.create", client_key="q2", lines=adults(1))
+            one = await kiosk.request("payment.start", order=dup["order"], channel="alipay")
+            two = await kiosk.request("payment.start", order=dup["order"], channel="alipay")
+            await kiosk.request("sim.pay", channel="alipay", out_trade_no=one["out_trade_no"])
+            await next_event(kiosk, "order.paid")
+            await kiosk.request("sim.pay", channel="alipay", out_trade_no=two["out_trade_no"])
+            with trio.fail_after(10):
+                while not await db.fetchval("select count(*) from refunds"):
+                    await trio.sleep(0.05)
+            await settle_outbox(db)
+            alipay.inject_fault("statement", "no_bill")
+            today = local_date(utc_now()).isoformat()
+            [run] = (await admin.request("recon.run", date=today, channel="alipay"))["runs"]
+            # three collections and the duplicate's refund, each asked of the query API
+            assert (run["source"], run["lines"], run["differences"]) == ("query", 4, [])
+            [run] = (await admin.request("recon.run", date=today, channel="alipay"))["runs"]
+            assert (run["source"], run["lines"], run["differences"]) == ("bill", 4, [])

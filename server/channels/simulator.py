@@ -85,7 +85,7 @@ PREAUTH_CHANNELS = (Channel.ALIPAY,)
 #: how long a freeze may be authorised for, by default: Alipay's maximum
 MAX_FREEZE = timedelta(days=MAX_FREEZE_DAYS)
 #: what an injected fault does to a call
-FAULTS = ("system_busy", "stall")
+FAULTS = ("system_busy", "stall", "no_bill")
 
 
 def utc_now() -> datetime:
@@ -177,7 +177,9 @@ class ChannelSimulator:
         code ``system_busy`` and changes nothing. ``"stall"``: the call is
         served only after ``stall_s`` seconds (the async layer that serves it
         waits; see :meth:`take_stall`). Each (op, fault) pair counts down on
-        its own, so a call may both stall and then be refused. Injecting again
+        its own, so a call may both stall and then be refused. ``"no_bill"``
+        (``statement`` only): the channel answers that it has no bill for the
+        date, the permanent code ``no_bill``. Injecting again
         adds to the count (the latest ``stall_s`` applies). Raises
         ``bad_request`` for an unknown op or fault, a count outside 1..10000
         or a stall outside 0..3600 s, ``not_supported`` for a freeze op of a
@@ -187,6 +189,7 @@ class ChannelSimulator:
         if op in PREAUTH_OPS:
             self._offers_preauth()
         _require(fault in FAULTS, "fault")
+        _require(fault != "no_bill" or op == "statement", "fault")
         _require(type(count) is int and 1 <= count <= 10_000, "count")
         _require(type(stall_s) in (int, float) and 0 <= stall_s <= 3600, "stall_s")
         due = self._faults.setdefault((op, fault), _Fault(0, 0.0))
@@ -209,6 +212,8 @@ class ChannelSimulator:
         """Refuse this call of ``op`` when a ``system_busy`` fault is due."""
         if self._due(op, "system_busy") is not None:
             raise ChannelError(f"{self.name} is busy; try again later", code="system_busy")
+        if op == "statement" and self._due(op, "no_bill") is not None:
+            raise ChannelError(f"{self.name} has no bill for this date", code="no_bill")
 
     # -- merchant API ----------------------------------------------------------------
 
