@@ -49,11 +49,11 @@ def classify(
     that bill is not in (``next_lines is None``).
     """
     found: list[Difference] = []
-    found += _duplicate_lines(lines)
+    found += _duplicate_lines(lines, books)
     found += _payments(day, lines, books)
     found += _refunds(day, lines, books)
     found += _missing(day, lines, next_lines, books)
-    found += _fees(day, lines)
+    found += _fees(day, lines, books)
     found += _unrefunded_duplicates(lines, books)
     unique: dict[str, Difference] = {}
     for difference in found:
@@ -61,7 +61,16 @@ def classify(
     return list(unique.values())
 
 
-def _duplicate_lines(lines: Sequence[Line]) -> Iterable[Difference]:
+def _owner_of(line: Line, books: Books) -> Owner | None:
+    """Whose money ``line`` is, as far as the books know."""
+    for collection in books.collections:
+        if collection.channel_txn_id == line.channel_txn_id:
+            return collection.owner
+    started = books.started.get(line.out_trade_no)
+    return started.owner if started is not None else None
+
+
+def _duplicate_lines(lines: Sequence[Line], books: Books) -> Iterable[Difference]:
     counts: dict[tuple[str, str], list[Line]] = defaultdict(list)
     for line in lines:
         counts[(line.kind, line.out_refund_no or line.channel_txn_id)].append(line)
@@ -70,11 +79,12 @@ def _duplicate_lines(lines: Sequence[Line]) -> Iterable[Difference]:
             yield Difference(
                 Kind.DUPLICATE_COLLECTION,
                 f"duplicate_collection:bill:{kind}:{ref}",
-                f"the bill lists {kind} {ref} {len(same)} times",
+                f"the bill lists {kind} {ref} of {same[0].out_trade_no} {len(same)} times",
                 out_trade_no=same[0].out_trade_no,
                 channel_txn_id=same[0].channel_txn_id,
                 out_refund_no=same[0].out_refund_no,
                 channel_fen=sum(line.amount_fen for line in same),
+                owner=_owner_of(same[0], books),
             )
 
 
@@ -256,7 +266,7 @@ def _missing(
         )
 
 
-def _fees(day: Day, lines: Sequence[Line]) -> Iterable[Difference]:
+def _fees(day: Day, lines: Sequence[Line], books: Books) -> Iterable[Difference]:
     for line in lines:
         if line.fee_fen is None:
             continue
@@ -269,13 +279,14 @@ def _fees(day: Day, lines: Sequence[Line]) -> Iterable[Difference]:
         yield Difference(
             Kind.FEE_MISMATCH,
             f"fee_mismatch:{'refund:' if line.kind == 'refund' else ''}{ref}",
-            f"{line.kind} {ref}: fee {line.fee_fen} fen{stated}; the agreed "
+            f"{line.kind} {ref} of {line.out_trade_no}: fee {line.fee_fen} fen{stated}; the agreed "
             f"{day.rate_bp / 100:.2f}% of {line.amount_fen} fen is {want} fen",
             line.out_trade_no,
             line.channel_txn_id,
             line.out_refund_no,
             local_fen=want,
             channel_fen=line.fee_fen,
+            owner=_owner_of(line, books),
         )
 
 
