@@ -36,7 +36,14 @@ from server.auth import hash_token, new_token
 from server.channels.keys import fingerprints, read_channel_keys
 from server.config import LOG_LEVELS, ServerConfig
 from server.errors import ScenicError
-from server.flags import log_level, port_number, seconds, websocket_url, worker_count
+from server.flags import (
+    daily_time,
+    log_level,
+    port_number,
+    seconds,
+    websocket_url,
+    worker_count,
+)
 from server.keyring import TicketKeyring
 from server.logs import configure_logging
 from server.ops import ROLES
@@ -118,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-host",
         help="The address the metrics endpoint listens on (default 127.0.0.1; "
         "SCENIC_METRICS_HOST).",
+    )
+    serve.add_argument(
+        "--recon-at",
+        type=daily_time,
+        metavar="HH:MM",
+        help="Reconcile yesterday with the channels' bills daily at this site time, or off "
+        "(default 10:30; SCENIC_RECON_AT).",
     )
     serve.set_defaults(run=_serve)
 
@@ -325,6 +339,7 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
             "channel_keys",
             "metrics_port",
             "metrics_host",
+            "recon_at",
         )
         if getattr(args, name, None) is not None
     }

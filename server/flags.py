@@ -30,6 +30,11 @@ def log_level(text: str) -> str:
     return _setting("log_level", text).upper()
 
 
+def daily_time(text: str) -> str:
+    """A time of day as ``HH:MM``, or ``off`` (the daily reconciliation's time)."""
+    return _setting("recon_at", text)
+
+
 def seconds(text: str) -> float:
     """A duration in seconds, more than 0."""
     try:

@@ -46,3 +46,11 @@ def test_the_daily_run_can_be_turned_off_and_moved():
     assert ServerConfig.from_env({"SCENIC_RECON_AT": "off"}).recon_at == "off"
     assert ServerConfig.from_env({"SCENIC_RECON_AT": "11:05"}).recon_at == "11:05"
     assert ServerConfig().recon_at == "10:30" and ServerConfig().recon_scratch_s == 1800.0
+
+
+def test_the_serve_flag_takes_a_daily_time():
+    from server.cli import build_parser
+
+    assert build_parser().parse_args(["serve", "--recon-at", "09:45"]).recon_at == "09:45"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--recon-at", "9.45"])
