@@ -106,6 +106,19 @@ async def reconcile(
     channel = services.channels.get(channel_name)
     if channel is None and statement is None:
         raise BadRequest(f"channel {channel_name} is not configured; give its bill as a file")
+    async with services.db.session() as session:
+        await session.run(queries.lock_run, bill_date, channel_name)
+        return await _reconcile(services, carry_out, bill_date, channel_name, channel, statement)
+
+
+async def _reconcile(
+    services: Services,
+    carry_out: CarryOut,
+    bill_date: date,
+    channel_name: str,
+    channel: Any,
+    statement: bytes | None,
+) -> dict[str, Any]:
     config = services.config
     started_at = services.clock()
     start, end = day_bounds(bill_date)

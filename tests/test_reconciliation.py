@@ -333,3 +333,28 @@ async def test_without_a_bill_the_query_api_answers_for_each_record(dsn, db):
             assert (run["source"], run["lines"], run["differences"]) == ("query", 4, [])
             [run] = (await admin.request("recon.run", date=today, channel="alipay"))["runs"]
             assert (run["source"], run["lines"], run["differences"]) == ("bill", 4, [])
+
+
+async def test_two_runs_of_one_date_at_once_take_turns_and_fix_once(dsn, db):
+    async with running_server(dsn, db, DEVICES, **SETTINGS) as server:
+        wechat = server.channels.simulators["wechat"]
+        async with (
+            connect(server.url, "kiosk-1", server.tokens["kiosk-1"]) as kiosk,
+            connect(server.url, "admin-x", server.tokens["admin-x"]) as admin,
+        ):
+            for n in range(5):
+                order = await kiosk.request("order.create", client_key=f"l{n}", lines=adults(1))
+                start = await kiosk.request("payment.start", order=order["order"], channel="wechat")
+                wechat.pay(start["out_trade_no"])  # the notification is lost
+            today = local_date(utc_now()).isoformat()
+            results = []
+
+            async def run_once():
+                reply = await admin.request("recon.run", date=today, channel="wechat")
+                results.append(reply["runs"][0]["fixed"])
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run_once)
+                nursery.start_soon(run_once)
+    assert sorted(results) == [0, 5]
+    assert await db.fetchval("select count(*) from recon_differences where status = 'fixed'") == 5

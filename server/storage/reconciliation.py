@@ -19,6 +19,20 @@ import asyncpg
 
 from actors.reconciliation.model import Collection, Owner, Refund, Started
 
+#: the first key of the advisory locks that serialise runs of one date and channel
+RUN_LOCK_SPACE = 0x5EC0
+
+
+async def lock_run(conn: asyncpg.Connection, bill_date: date, channel: str) -> None:
+    """Wait for, then hold (for the session), the lock of ``bill_date``'s runs with ``channel``.
+
+    Two servers on one database (``--workers``) both run the daily
+    reconciliation; they take turns per date and channel, so the second sees
+    what the first fixed.
+    """
+    key = bill_date.toordinal() * 8 + sum(channel.encode()) % 8
+    await conn.execute("select pg_advisory_lock($1, $2)", RUN_LOCK_SPACE, key)
+
 
 async def collections(
     conn: asyncpg.Connection, channel: str, low: datetime, high: datetime
