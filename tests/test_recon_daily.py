@@ -54,3 +54,29 @@ def test_the_serve_flag_takes_a_daily_time():
     assert build_parser().parse_args(["serve", "--recon-at", "09:45"]).recon_at == "09:45"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--recon-at", "9.45"])
+
+
+async def test_the_server_runs_it_at_the_configured_time_for_yesterday(dsn, db):
+    from datetime import timedelta
+
+    import trio
+
+    from server.app import utc_now
+    from tests.helpers import running_server
+
+    real = utc_now()
+    due, bill_date = next_run(real, "10:30", SHANGHAI)  # the demo park's time zone
+    offset = due - timedelta(seconds=2) - real  # the server's clock reads 10:29:58
+
+    def clock():
+        return utc_now() + offset
+
+    async with running_server(dsn, db, {}, clock=clock, recon_scratch_s=0.0):
+        with trio.fail_after(20):
+            while await db.fetchval("select count(*) from recon_runs") < 2:
+                await trio.sleep(0.1)
+    runs = await db.fetch("select bill_date, channel, source from recon_runs order by channel")
+    assert [tuple(r) for r in runs] == [
+        (bill_date, "alipay", "bill"),
+        (bill_date, "wechat", "bill"),
+    ]
