@@ -358,3 +358,29 @@ async def test_two_runs_of_one_date_at_once_take_turns_and_fix_once(dsn, db):
                 nursery.start_soon(run_once)
     assert sorted(results) == [0, 5]
     assert await db.fetchval("select count(*) from recon_differences where status = 'fixed'") == 5
+
+
+async def test_a_rental_deposit_whose_notification_was_lost_is_held_through_its_actor(dsn, db):
+    items = [{"item": "skis", "quantity": 1}]
+    async with running_server(dsn, db, DEVICES, **SETTINGS) as server:
+        wechat = server.channels.simulators["wechat"]
+        async with (
+            connect(server.url, "kiosk-1", server.tokens["kiosk-1"]) as kiosk,
+            connect(server.url, "admin-x", server.tokens["admin-x"]) as admin,
+        ):
+            rental = await kiosk.request("rental.create", client_key="r1", items=items)
+            start = await kiosk.request("rental.pay", rental=rental["rental"], channel="wechat")
+            txn = wechat.pay(start["out_trade_no"])["channel_txn_id"]  # the notification is lost
+            today = local_date(utc_now()).isoformat()
+            [run] = (await admin.request("recon.run", date=today, channel="wechat"))["runs"]
+            [difference] = run["differences"]
+            assert (difference["key"], difference["status"]) == (f"unknown_here:{txn}", "fixed")
+            assert (difference["owner_kind"], difference["owner_id"]) == (
+                "rental",
+                rental["rental"],
+            )
+            voucher = await next_event(kiosk, "rental.voucher")
+            assert voucher["rental"] == rental["rental"]
+            [run] = (await admin.request("recon.run", date=today, channel="wechat"))["runs"]
+            assert (run["fixed"], run["differences"]) == (0, [])
+    await assert_audit_clean(db)
