@@ -4,7 +4,9 @@
 ``scenic device add|list|revoke`` manage the devices allowed to connect,
 ``scenic catalog load|show`` the catalog on sale and ``scenic audit`` checks
 the money invariants, all against the same data directory or DSN;
-``scenic db dsn`` prints the DSN of that database; ``scenic channel-sim``
+``scenic report rentals`` prints a business date's rental report (and writes
+it as CSV and a PNG chart); ``scenic db dsn`` prints the DSN of that
+database; ``scenic channel-sim``
 runs the payment channel simulator as its own process. Every flag has a
 ``SCENIC_*`` environment variable and a default (see :mod:`server.config`).
 
@@ -36,7 +38,14 @@ from server.auth import hash_token, new_token
 from server.channels.keys import fingerprints, read_channel_keys
 from server.config import LOG_LEVELS, ServerConfig
 from server.errors import ScenicError
-from server.flags import log_level, port_number, seconds, websocket_url, worker_count
+from server.flags import (
+    log_level,
+    port_number,
+    report_date,
+    seconds,
+    websocket_url,
+    worker_count,
+)
 from server.keyring import TicketKeyring
 from server.logs import configure_logging
 from server.ops import ROLES
@@ -151,6 +160,37 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 600; SCENIC_REFUND_BOUND_S).",
     )
     audit.set_defaults(run=_audit)
+
+    report = _command(
+        commands,
+        "report",
+        "Print a report of one business date: rentals (more reports to come).",
+        "docs/reports.md defines every figure.",
+    )
+    report_commands = report.add_subparsers(dest="report_command", required=True, metavar="REPORT")
+    rentals = _command(
+        report_commands,
+        "rentals",
+        "The rentals of a business date: counts per item type, money, deposits, pickups and "
+        "returns by hour, utilization, who rents.",
+    )
+    rentals.add_argument(
+        "--date",
+        type=report_date,
+        metavar="YYYY-MM-DD",
+        help="The site's business date to report (default: today's, in the catalog's time zone).",
+    )
+    rentals.add_argument(
+        "--csv", type=Path, metavar="FILE", help="Also write the figures to FILE as CSV."
+    )
+    rentals.add_argument(
+        "--png",
+        type=Path,
+        metavar="FILE",
+        help="Also draw pickups and returns by hour and the utilization into FILE (PNG).",
+    )
+    _add_database_flags(rentals)
+    rentals.set_defaults(run=_report_rentals)
 
     channel_keys = _command(
         commands,
@@ -484,6 +524,37 @@ async def _audit(config: ServerConfig, args: argparse.Namespace) -> int:
         failed += not result.ok
     print(f"{len(results) - failed} of {len(results)} checks hold")
     return 1 if failed else 0
+
+
+@_with_database
+async def _report_rentals(db: Database, args: argparse.Namespace) -> int:
+    from server.handlers.rental_reports import build_rental_report
+    from server.rental_report_output import report_csv, report_png, report_table
+
+    source = await db.run(site.load_catalog_source)
+    if source is None:
+        print(
+            "scenic: no catalog loaded, so no rentals to report; scenic catalog load FILE",
+            file=sys.stderr,
+        )
+        return 1
+    catalog = parse_catalog(source)
+    now = datetime.now(UTC)
+    day = args.date or business_date(catalog, now)
+    report = await build_rental_report(db, catalog, day, now)
+    for path, write in (
+        (args.csv, lambda p: p.write_text(report_csv(report), encoding="utf-8", newline="")),
+        (args.png, lambda p: report_png(report, p)),
+    ):
+        if path is None:
+            continue
+        try:
+            await trio.to_thread.run_sync(write, path)
+        except OSError as exc:
+            print(f"scenic: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+    print(report_table(report), end="")
+    return 0
 
 
 @_with_database
