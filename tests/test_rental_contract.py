@@ -1,0 +1,52 @@
+"""docs/protocol.md's rentals section pinned down: what a kiosk reads, refuses and is told.
+
+Real websockets against a real server selling the demo park, as a vendor's
+kiosk or desk would meet them.
+"""
+
+from __future__ import annotations
+
+from clients.client import connect
+from tests.helpers import running_server
+
+DEVICES = {"kiosk-1": "kiosk", "desk-1": "rental", "admin-x": "admin"}
+
+
+async def test_catalog_list_states_each_rental_items_deposit_price_and_penalties(dsn, db):
+    async with running_server(dsn, db, DEVICES) as server:
+        async with connect(server.url, "kiosk-1", server.tokens["kiosk-1"]) as kiosk:
+            catalog = await kiosk.request("catalog.list")
+    assert catalog["rentals"] == {
+        "due_back": "17:30",
+        "hold_minutes": 15,
+        "max_days": 7,
+        "max_units": 20,
+    }
+    items = {item["item"]: item for item in catalog["rental_items"]}
+    assert list(items) == ["skis", "snowboard", "boots", "helmet", "boat", "life-jacket"]
+    assert items["skis"] == {
+        "item": "skis",
+        "name_zh": "双板滑雪板",
+        "name_en": "Skis with poles",
+        "area": "ski",
+        "deposit_fen": 80000,
+        "pricing": {"rule": "per_day", "daily_fen": 12000},
+        "prepaid": True,
+        "late_fen_per_hour": 3000,
+        "damage_fen": 40000,
+        "lost_fen": 300000,
+        "units": 60,
+    }
+    assert items["boat"]["pricing"] == {
+        "rule": "per_hour",
+        "hourly_fen": 8000,
+        "grace_minutes": 10,
+        "included_hours": 2,
+        "overtime_hourly_fen": 10000,
+        "daily_cap_fen": 36000,
+    }
+    assert items["boat"]["prepaid"] is False and items["boat"]["units"] == 12
+    assert items["helmet"]["pricing"] == {"rule": "per_use", "price_fen": 3000}
+    products = {p["product"]: p for p in catalog["products"]}
+    assert products["ski-day-gear"]["includes_rentals"] == {"skis": 1, "boots": 1}
+    assert products["adult"]["includes_rentals"] == {}
