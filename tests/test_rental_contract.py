@@ -6,7 +6,9 @@ kiosk or desk would meet them.
 
 from __future__ import annotations
 
-from clients.client import connect
+import pytest
+
+from clients.client import RemoteError, connect
 from tests.helpers import running_server
 
 DEVICES = {"kiosk-1": "kiosk", "desk-1": "rental", "admin-x": "admin"}
@@ -50,3 +52,16 @@ async def test_catalog_list_states_each_rental_items_deposit_price_and_penalties
     products = {p["product"]: p for p in catalog["products"]}
     assert products["ski-day-gear"]["includes_rentals"] == {"skis": 1, "boots": 1}
     assert products["adult"]["includes_rentals"] == {}
+
+
+async def test_rental_pay_takes_only_qr_channels_and_records_nothing_for_cash(dsn, db):
+    items = [{"item": "helmet", "quantity": 1}]
+    async with running_server(dsn, db, DEVICES) as server:
+        async with connect(server.url, "kiosk-1", server.tokens["kiosk-1"]) as kiosk:
+            rental = await kiosk.request("rental.create", client_key="cash", items=items)
+            with pytest.raises(RemoteError) as refused:
+                await kiosk.request("rental.pay", rental=rental["rental"], channel="cash")
+            after = await kiosk.request("rental.get", rental=rental["rental"])
+    assert refused.value.code == "bad_request"
+    assert refused.value.message == "argument 'channel' has an invalid format"
+    assert after["payments"] == []  # cash and card are rental.record's, taken at a desk

@@ -336,12 +336,13 @@ async def rental_get(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     roles=MAKERS,
     args=(
         RENTAL_ID,
-        Arg("channel", "text", pattern=pattern_of()),
+        # cash and card are taken at a desk: rental.record, which confirms as it starts
+        Arg("channel", "text", pattern=pattern_of(QR_CHANNELS)),
         Arg("route", "text", required=False, pattern="pay|preauth", default="pay"),
     ),
 )
 async def rental_pay(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-    """Collect a rental's deposit: a payment (QR or at the desk) or an Alipay pre-authorisation."""
+    """Collect a rental's deposit: a QR payment, or an Alipay pre-authorisation (a freeze)."""
     services = ctx.services
     now = services.clock()
     channel = args["channel"]
