@@ -10,6 +10,7 @@ import pytest
 
 from clients.client import RemoteError, connect
 from tests.helpers import running_server
+from tests.test_orders import next_event, settle_outbox
 
 DEVICES = {"kiosk-1": "kiosk", "desk-1": "rental", "admin-x": "admin"}
 
@@ -65,3 +66,49 @@ async def test_rental_pay_takes_only_qr_channels_and_records_nothing_for_cash(ds
     assert refused.value.code == "bad_request"
     assert refused.value.message == "argument 'channel' has an invalid format"
     assert after["payments"] == []  # cash and card are rental.record's, taken at a desk
+
+
+async def test_charges_beyond_the_deposit_open_a_compensation_order_the_kiosk_can_collect(dsn, db):
+    async with running_server(dsn, db, DEVICES) as server:
+        async with (
+            connect(server.url, "kiosk-1", server.tokens["kiosk-1"]) as kiosk,
+            connect(server.url, "desk-1", server.tokens["desk-1"]) as desk,
+        ):
+            rental = await kiosk.request(
+                "rental.create", client_key="boat", items=[{"item": "boat", "quantity": 1}]
+            )
+            assert (rental["deposit_fen"], rental["prepaid_fen"]) == (50000, 0)
+            start = await kiosk.request("rental.pay", rental=rental["rental"], channel="wechat")
+            await kiosk.request("sim.pay", channel="wechat", out_trade_no=start["out_trade_no"])
+            voucher = await next_event(kiosk, "rental.voucher")
+            await desk.request("rental.pickup", voucher=voucher["voucher"], labels=["DOCK-BOAT-01"])
+            back = await desk.request(
+                "rental.return",
+                rental=rental["rental"],
+                returns=[{"label": "DOCK-BOAT-01", "condition": "lost"}],
+            )
+            settled = await next_event(kiosk, "rental.settled")
+            await settle_outbox(db)
+            owed = await kiosk.request("order.get", order=back["settlement"]["compensation_order"])
+    # back within the 10 minutes' grace: no usage; the lost-item price is 800000 fen
+    assert back["charges"][0] | {"unit": None} == {
+        "unit": None,
+        "item": "boat",
+        "usage_fen": 0,
+        "covered": False,
+        "late_fen": 0,
+        "damage_fen": 0,
+        "lost_fen": 800000,
+    }
+    assert back["settlement"] | {"compensation_order": None} == {
+        "paid_fen": 50000,
+        "charges_fen": 800000,
+        "kept_fen": 50000,
+        "released_fen": 0,
+        "compensation_fen": 750000,
+        "compensation_order": None,
+    }
+    assert settled["compensation_order"] == back["settlement"]["compensation_order"]
+    assert back["refunds"] == [] and back["hold"]["resolution"]["voided_fen"] == 0
+    assert (owed["status"], owed["total_fen"]) == ("pending", 750000)
+    assert owed["expires_at"] - back["hold"]["resolution"]["at"] == pytest.approx(7 * 86400, abs=5)
