@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import pytest
 
+from actors.rentals.commands import FailRefund
 from clients.client import RemoteError, connect
 from tests.helpers import running_server
+from tests.rental_support import HOUR, T0, create, give_back, pay, pick_up, step
 from tests.test_orders import next_event, settle_outbox
 
 DEVICES = {"kiosk-1": "kiosk", "desk-1": "rental", "admin-x": "admin"}
@@ -112,3 +114,21 @@ async def test_charges_beyond_the_deposit_open_a_compensation_order_the_kiosk_ca
     assert back["refunds"] == [] and back["hold"]["resolution"]["voided_fen"] == 0
     assert (owed["status"], owed["total_fen"]) == ("pending", 750000)
     assert owed["expires_at"] - back["hold"]["resolution"]["at"] == pytest.approx(7 * 86400, abs=5)
+
+
+def test_a_rental_refund_refused_for_good_reaches_admins_as_failed_with_the_channels_word():
+    boat = pick_up(pay(create(("boat", 1))), "D001")
+    settled = give_back(boat, T0 + HOUR, "D001").rental  # one started hour: 8000 of 50000 kept
+    (refund_no,) = settled.refunds
+    failed = step(settled, FailRefund(refund_no, "refund_exceeds_payment: no", T0 + 2 * HOUR))
+    (push,) = failed.effects
+    assert (push.role, push.event) == ("admin", "refund.failed")
+    assert push.data == {
+        "rental": settled.rental_id,
+        "route": "pay",
+        "how": "refund",
+        "reference": refund_no,
+        "amount_fen": 42000,
+        "state": "failed",
+        "failure": "refund_exceeds_payment: no",
+    }
