@@ -6,10 +6,15 @@ kiosk or desk would meet them.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from actors.rentals.commands import FailRefund
 from clients.client import RemoteError, connect
+from server.handlers import rentals as rental_ops
+from server.handlers.rentals import rental_view
 from tests.helpers import running_server
 from tests.rental_support import HOUR, T0, create, give_back, pay, pick_up, step
 from tests.test_orders import next_event, settle_outbox
@@ -132,3 +137,41 @@ def test_a_rental_refund_refused_for_good_reaches_admins_as_failed_with_the_chan
         "state": "failed",
         "failure": "refund_exceeds_payment: no",
     }
+
+
+ROOT = Path(__file__).parent.parent
+PROTOCOL = ROOT / "docs" / "protocol.md"
+
+
+def _rentals_section() -> str:
+    text = PROTOCOL.read_text()
+    return text[text.index("## Rentals: deposits, vouchers, pickup, return") :]
+
+
+def _table_fields(section: str, heading: str) -> set[str]:
+    """The first-column names of the first table after ``heading`` (`a`, `b` rows split)."""
+    rest = section[section.index(heading) :]
+    rows = rest[rest.index("| field |") :].split("\n\n")[0].splitlines()[2:]
+    return {name for row in rows for name in re.findall(r"`([a-z_]+)`", row.split("|")[1])}
+
+
+def test_every_rental_op_has_its_section_in_the_protocol():
+    section = _rentals_section()
+    ops = {spec.name for spec in rental_ops.OPS.specs} | {"sim.authorize"}
+    assert {op for op in ops if f"### `{op}`" not in section} == set()
+
+
+def test_every_code_the_rental_rules_raise_is_in_the_protocol():
+    raised = set()
+    for source in [*(ROOT / "actors" / "rentals").glob("*.py"), Path(rental_ops.__file__)]:
+        raised |= set(re.findall(r'code="([a-z_]+)"', source.read_text()))
+    section = _rentals_section()
+    assert {code for code in raised if f"`{code}`" not in section} == set()
+
+
+def test_the_rental_map_table_names_every_field_the_server_shows():
+    rental = give_back(pick_up(pay(create(("boat", 1))), "D001"), T0 + HOUR, "D001").rental
+    view = rental_view(rental)
+    section = _rentals_section()
+    assert _table_fields(section, "### The rental map") == set(view)
+    assert _table_fields(section, "The `hold` map:") == set(view["hold"])
