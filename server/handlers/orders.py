@@ -31,7 +31,7 @@ from actors.orders.domain import (
 )
 from server.errors import BadRequest, NotFound, ScenicError
 from server.gates import TicketUse
-from server.handlers.rentals import confirm_rental_payment
+from server.handlers.rentals import confirm_rental_payment, rental_catalog_view
 from server.ops import OpContext, OpGroup
 from server.schema import Arg
 from server.storage import orders as order_queries
@@ -148,7 +148,7 @@ OPS = OpGroup()
 
 @OPS.op("catalog.list", roles={"kiosk", "counter", "admin", "rental"})
 async def catalog_list(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-    """The site, its time slots and the products on sale."""
+    """The site, its time slots, the products on sale and the rental items with their terms."""
     catalog = ctx.services.current_catalog()
     return {
         "site": {"name_zh": catalog.name_zh, "name_en": catalog.name_en},
@@ -170,9 +170,11 @@ async def catalog_list(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
                 "entries": p.entries_allowed,
                 "needs_slot": p.needs_slot,
                 "zones": list(p.zones),
+                "includes_rentals": dict(p.includes_rentals),
             }
             for p in catalog.products
         ],
+        **rental_catalog_view(catalog),
     }
 
 
