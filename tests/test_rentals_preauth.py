@@ -253,3 +253,93 @@ def test_the_rule_a_conversion_the_channel_never_made_before_the_timeout_is_a_la
     assert refused.value.code == "freeze_lapsed"
     converted = step(converting, ConfirmConversion("P-conv", "ALI-1", 50000, T0 + 3 * HOUR))
     assert step(converted.rental, ReportLapse(T0 + 4 * HOUR)).events == ()
+
+
+async def test_a_freeze_authorised_after_the_deposit_was_paid_is_unfrozen_whole(dsn, db):
+    async with running_server(dsn, db, DEVICES) as server:
+        async with connect(server.url, "kiosk-1", server.tokens["kiosk-1"]) as kiosk:
+            rental = await kiosk.request("rental.create", client_key="both", items=SKI)
+            rid = rental["rental"]
+            freeze = await kiosk.request(
+                "rental.pay", rental=rid, channel="alipay", route="preauth"
+            )
+            pay = await kiosk.request("rental.pay", rental=rid, channel="wechat")
+            await kiosk.request("sim.pay", channel="wechat", out_trade_no=pay["out_trade_no"])
+            await next_event(kiosk, "rental.voucher")
+            await kiosk.request(
+                "sim.authorize",
+                channel="alipay",
+                out_order_no=freeze["out_order_no"],
+                out_request_no=freeze["out_request_no"],
+            )
+            unfrozen = await wait_for(lambda: _unfrozen(kiosk, rid))
+            await settle_outbox(db)
+            after = await kiosk.request("rental.get", rental=rid)
+        books = await server.channels.adapters["alipay"].query_freeze(
+            freeze["out_order_no"], freeze["out_request_no"]
+        )
+    assert after["status"] == "held" and after["hold"]["route"] == "pay"
+    assert [(u["amount_fen"], u["reason"]) for u in unfrozen] == [(92000, "already_paid")]
+    assert (books.state, books.unfrozen_fen, books.converted_fen) == ("CLOSED", 92000, 0)
+    assert await memo_balance(db) == 0
+    assert await ledger_balance(db, "deposits:held") == -80000
+    await assert_audit_clean(db)
+
+
+async def _unfrozen(client, rental_id):
+    rental = await client.request("rental.get", rental=rental_id)
+    done = rental["unfreezes"]
+    return done if done and all(u["confirmed"] for u in done) else None
+
+
+async def test_forfeiting_a_frozen_deposit_converts_it_whole_and_gives_nothing_back(dsn, db):
+    async with running_server(dsn, db, DEVICES) as server:
+        async with (
+            connect(server.url, "kiosk-1", server.tokens["kiosk-1"]) as kiosk,
+            connect(server.url, "desk-1", server.tokens["desk-1"]) as desk,
+            connect(server.url, "admin-x", server.tokens["admin-x"]) as admin,
+        ):
+            rental, freeze, voucher = await frozen_rental(kiosk, "ff", SKI)
+            rid = rental["rental"]
+            await desk.request("rental.pickup", voucher=voucher["voucher"], labels=[SKIS[0]])
+            forfeited = await admin.request("rental.forfeit", rental=rid, reason="skis not back")
+            told = await next_event(admin, "deposit.forfeited")
+            await settle_outbox(db)
+            after = await admin.request("rental.get", rental=rid)
+        books = await server.channels.adapters["alipay"].query_freeze(
+            freeze["out_order_no"], freeze["out_request_no"]
+        )
+    assert forfeited["status"] == "forfeited" and told["kept_fen"] == 92000
+    assert after["refunds"] == [] and after["unfreezes"] == []
+    assert (books.state, books.converted_fen, books.unfrozen_fen) == ("FINISH", 92000, 0)
+    assert await memo_balance(db) == 0
+    assert -(await ledger_balance(db, "revenue:rentals")) == 92000
+    assert await db.fetchval("select state from rental_units where label = $1", SKIS[0]) == "lost"
+    await assert_audit_clean(db)
+
+
+async def test_a_freeze_whose_conversion_a_stopped_server_never_reached_is_recorded_lapsed(
+    dsn, db, mock_clock
+):
+    mock_clock.rate = 1.0
+    clock = park_clock(park_time(9))
+    async with running_server(dsn, db, DEVICES, clock=clock) as server:
+        async with (
+            connect(server.url, "kiosk-1", server.tokens["kiosk-1"]) as kiosk,
+            connect(server.url, "desk-1", server.tokens["desk-1"]) as desk,
+        ):
+            rental, _, voucher = await frozen_rental(kiosk, "down", HELMET)
+            rid = rental["rental"]
+            await desk.request("rental.pickup", voucher=voucher["voucher"], labels=[HELMETS[0]])
+            await _extended_far(desk, rid, 31)
+            held = await desk.request("rental.get", rental=rid)
+    # the server is down from before the conversion was due until after the freeze lapsed
+    mock_clock.jump(held["hold"]["expires_at"] - clock().timestamp() + 3600)
+    async with running_server(dsn, db, {}, clock=clock, channels=server.channels) as again:
+        async with connect(again.url, "admin-x", server.tokens["admin-x"]) as admin:
+            lapsed = await next_event(admin, "deposit.lapsed")
+            after = await admin.request("rental.get", rental=rid)
+    assert (lapsed["rental"], lapsed["amount_fen"]) == (rid, 13000)
+    assert after["status"] == "out" and after["hold"]["resolution"]["kind"] == "lapsed"
+    assert await memo_balance(db) == 0
+    await assert_audit_clean(db)
