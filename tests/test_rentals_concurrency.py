@@ -12,6 +12,9 @@ with ``scenic audit``'s checks.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -19,10 +22,15 @@ import pytest
 import trio
 
 from clients.client import RemoteError, connect
+from loadtest.local_server import register_devices, stop_process, wait_for_listening
+from server.channels.keys import load_or_create_channel_keys
+from server.channels.remote import RemoteChannel
 from server.channels.statement import StatementRow, local_date, parse_statement
+from server.workers import free_port
 from tests.helpers import running_server
 from tests.rental_park import DEVICES, SKIS, ok, paid_rental, wait_for
-from tests.test_orders import assert_audit_clean, settle_outbox
+from tests.test_money_edges import start_channel_sim, start_process
+from tests.test_orders import assert_audit_clean, next_event, settle_outbox
 
 SKI = [{"item": "skis", "quantity": 1}]
 
@@ -223,3 +231,75 @@ async def _refund_row(db, how):
     if how != "busy" and row["lease_key"] is None:
         return None  # not claimed (and stalled at the channel) yet
     return {"payload": json.loads(row["payload"])}
+
+
+async def test_a_killed_server_process_mid_refund_is_taken_over_and_refunds_once(dsn, db, tmp_path):
+    """Server A (a ``scenic serve`` process) settles a rental; the channel (a ``scenic
+    channel-sim`` process) holds A's refund call and A is killed -9. Server B, started on
+    the same database, makes the refund; A's held call lands at the channel too, under the
+    same refund number: the bill shows one refund and the rental reads confirmed."""
+    tokens = register_devices(dsn, DEVICES)
+    keys_file = tmp_path / "channel_keys.json"
+    keys = load_or_create_channel_keys(keys_file)
+    port_a, sim_port = free_port(), free_port()
+    sim_url = f"ws://127.0.0.1:{sim_port}"
+    env = {
+        **os.environ,
+        "SCENIC_DEMO": "1",
+        "SCENIC_CHANNEL_KEYS": str(keys_file),
+        "SCENIC_CHANNEL_SIM_URL": sim_url,
+        "SCENIC_DATA_DIR": str(tmp_path),
+    }
+    log_path = tmp_path / "server-a.log"
+    server_a = start_process(log_path, env, "serve", "--dsn", dsn, "--port", str(port_a))
+    sim = None
+    try:
+        with trio.fail_after(90):
+            url_a = await trio.to_thread.run_sync(
+                wait_for_listening, log_path, server_a, time.perf_counter() + 60
+            )
+            sim = await trio.to_thread.run_sync(
+                start_channel_sim, tmp_path, url_a, tokens["wechat-gw"], sim_port, keys_file
+            )
+            async with RemoteChannel("wechat", sim_url, keys["wechat"]) as wechat:
+                async with (
+                    connect(url_a, "kiosk-1", tokens["kiosk-1"]) as kiosk,
+                    connect(url_a, "desk-1", tokens["desk-1"]) as desk,
+                ):
+                    rental = await kiosk.request("rental.create", client_key="k", items=SKI)
+                    rid = rental["rental"]
+                    start = await kiosk.request("rental.pay", rental=rid, channel="wechat")
+                    await wechat.pay(start["out_trade_no"])
+                    voucher = await next_event(kiosk, "rental.voucher")
+                    await desk.request(
+                        "rental.pickup", voucher=voucher["voucher"], labels=[SKIS[0]]
+                    )
+                    await wechat.inject_fault("refund", "stall", stall_s=4.0)
+                    back = await desk.request("rental.return", rental=rid, returns=ok(SKIS[0]))
+                    await wait_for(lambda: _refund_row(db, "stalled"))
+                server_a.send_signal(signal.SIGKILL)
+                server_a.wait(timeout=10)
+                landed_at = trio.current_time() + 4.5
+                async with running_server(
+                    dsn, db, {}, channel_sim_url=sim_url, channel_keys=keys_file
+                ) as server_b:
+                    await settle_outbox(db, timeout=30)
+                    await trio.sleep(max(0.0, landed_at - trio.current_time()))
+                    async with connect(server_b.url, "desk-1", tokens["desk-1"]) as desk:
+                        after = await desk.request("rental.get", rental=rid)
+                    bill = parse_statement(
+                        "wechat", await wechat.statement(local_date(datetime.now(UTC)))
+                    )
+    finally:
+        if server_a.poll() is None:
+            server_a.kill()
+            server_a.wait(timeout=10)
+        if sim is not None:
+            await trio.to_thread.run_sync(stop_process, sim)
+    assert back["status"] == "settled"
+    assert [(r["amount_fen"], r["state"]) for r in after["refunds"]] == [(80000, "confirmed")]
+    refunds = [row for row in bill if row.kind == "refund"]
+    assert [(row.out_trade_no, row.amount_fen) for row in refunds] == [
+        (start["out_trade_no"], 80000)
+    ]
+    await assert_audit_clean(db)
