@@ -395,3 +395,29 @@ async def test_an_unpaid_rental_expires_after_its_hold_and_frees_its_units(dsn, 
 async def _status_is(client, rental_id, status):
     rental = await client.request("rental.get", rental=rental_id)
     return rental if rental["status"] == status else None
+
+
+async def test_a_payment_made_in_time_but_heard_after_the_expiry_is_refunded_whole(
+    dsn, db, mock_clock
+):
+    mock_clock.rate = 1.0
+    clock = park_clock(park_time(9))
+    async with running_server(dsn, db, DEVICES, clock=clock) as server:
+        async with connect(server.url, "kiosk-1", server.tokens["kiosk-1"]) as kiosk:
+            rental = await kiosk.request("rental.create", client_key="late", items=SKI)
+            rid = rental["rental"]
+            start = await kiosk.request("rental.pay", rental=rid, channel="wechat")
+            mock_clock.jump(14 * 60)
+            # the visitor pays in the last minute; the channel's notification is late
+            fields = server.channels.simulators["wechat"].pay(start["out_trade_no"])
+            mock_clock.jump(2 * 60)
+            await wait_for(lambda: _status_is(kiosk, rid, "expired"))
+            await settle_outbox(db)  # closing the paid payment is refused: nothing to close
+            server.channels.notifiers["wechat"].submit(fields)
+            refunds = await wait_for(lambda: _confirmed_refunds(kiosk, rid))
+            after = await kiosk.request("rental.get", rental=rid)
+    assert after["status"] == "expired" and after["hold"] is None
+    assert [(r["amount_fen"], r["reason"]) for r in refunds] == [(92000, "rental_expired")]
+    assert await ledger_balance(db, "clearing:wechat") == 0
+    assert await db.fetchval("select coalesce(sum(reserved), 0) from rental_stock") == 0
+    await assert_audit_clean(db)

@@ -13,13 +13,16 @@ audit``'s checks.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from actors.rentals.commands import ConfirmConversion, ConvertFreeze, ReportLapse
 from actors.rentals.rules import RentalRefused
 from actors.rentals.state import ResolutionKind
 from actors.rentals.timers import Timer, deadlines_of
-from clients.client import connect
+from clients.client import RemoteError, connect
+from server.channels.signing import signed
 from tests.helpers import running_server
 from tests.rental_park import (
     DEVICES,
@@ -343,3 +346,71 @@ async def test_a_freeze_whose_conversion_a_stopped_server_never_reached_is_recor
     assert after["status"] == "out" and after["hold"]["resolution"]["kind"] == "lapsed"
     assert await memo_balance(db) == 0
     await assert_audit_clean(db)
+
+
+async def test_a_gateways_freeze_notification_replayed_three_times_is_one_confirmation(dsn, db):
+    async with running_server(dsn, db, DEVICES) as server:
+        async with (
+            connect(server.url, "kiosk-1", server.tokens["kiosk-1"]) as kiosk,
+            connect(server.url, "wechat-gw", server.tokens["wechat-gw"]) as gateway,
+        ):
+            rental = await kiosk.request("rental.create", client_key="n", items=SKI)
+            freeze = await kiosk.request(
+                "rental.pay", rental=rental["rental"], channel="alipay", route="preauth"
+            )
+            fields = server.channels.simulators["alipay"].authorize_freeze(
+                freeze["out_order_no"], freeze["out_request_no"]
+            )
+            key = server.channel_keys["alipay"]
+            now = time.time()
+            answers = [
+                await gateway.request("freeze.notify", **signed(fields, key, now)) for _ in range(3)
+            ]
+            forged = {**signed(fields, key, now), "amount_fen": 1}
+            try:
+                await gateway.request("freeze.notify", **forged)
+                refused = None
+            except RemoteError as exc:
+                refused = exc.code
+            after = await kiosk.request("rental.get", rental=rental["rental"])
+    assert [a["result"] for a in answers] == ["held"] * 3
+    assert refused == "bad_signature"
+    assert after["status"] == "held" and after["unfreezes"] == []
+    assert await db.fetchval("select count(*) from rental_confirmations") == 1
+    assert await memo_balance(db) == 92000
+    await assert_audit_clean(db)
+
+
+async def test_a_freeze_authorised_in_time_but_heard_after_the_expiry_is_unfrozen_whole(
+    dsn, db, mock_clock
+):
+    mock_clock.rate = 1.0
+    clock = park_clock(park_time(9))
+    async with running_server(dsn, db, DEVICES, clock=clock) as server:
+        async with connect(server.url, "kiosk-1", server.tokens["kiosk-1"]) as kiosk:
+            rental = await kiosk.request("rental.create", client_key="late", items=SKI)
+            rid = rental["rental"]
+            freeze = await kiosk.request(
+                "rental.pay", rental=rid, channel="alipay", route="preauth"
+            )
+            mock_clock.jump(14 * 60)
+            fields = server.channels.simulators["alipay"].authorize_freeze(
+                freeze["out_order_no"], freeze["out_request_no"]
+            )
+            mock_clock.jump(2 * 60)
+            await wait_for(lambda: _status_is(kiosk, rid, "expired"))
+            await settle_outbox(db)  # cancelling the authorised request is refused
+            server.channels.notifiers["alipay"].submit(fields)
+            unfrozen = await wait_for(lambda: _unfrozen(kiosk, rid))
+        books = await server.channels.adapters["alipay"].query_freeze(
+            freeze["out_order_no"], freeze["out_request_no"]
+        )
+    assert [(u["amount_fen"], u["reason"]) for u in unfrozen] == [(92000, "rental_expired")]
+    assert (books.state, books.unfrozen_fen) == ("CLOSED", 92000)
+    assert await memo_balance(db) == 0
+    await assert_audit_clean(db)
+
+
+async def _status_is(client, rental_id, status):
+    rental = await client.request("rental.get", rental=rental_id)
+    return rental if rental["status"] == status else None
