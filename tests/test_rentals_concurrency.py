@@ -67,6 +67,19 @@ async def at_once(*calls) -> list[str]:
     return results
 
 
+async def events_of(client, names: set[str], count: int, timeout: float = 10.0) -> dict:
+    """The next ``count`` events named in ``names`` (in whatever order they come), by name."""
+    heard: dict[str, list[dict]] = {name: [] for name in names}
+    with trio.fail_after(timeout):
+        async for event, data in client.events():
+            if event in names:
+                heard[event].append(data)
+                count -= 1
+                if count == 0:
+                    return heard
+    raise AssertionError(f"connection closed before {names}")
+
+
 def refunds_billed(simulator, out_trade_no: str) -> list[StatementRow]:
     """The refunds of payment ``out_trade_no`` on the channel's bills of the last days."""
     today = local_date(datetime.now(UTC))
@@ -303,4 +316,30 @@ async def test_a_killed_server_process_mid_refund_is_taken_over_and_refunds_once
     assert [(row.out_trade_no, row.amount_fen) for row in refunds] == [
         (start["out_trade_no"], 80000)
     ]
+    await assert_audit_clean(db)
+
+
+async def test_a_rentals_pushes_reach_devices_connected_to_the_other_server(dsn, db):
+    async with two_servers(dsn, db, 2) as (first, second):
+        async with (
+            connect(first.url, "kiosk-1", first.tokens["kiosk-1"]) as kiosk,
+            connect(second.url, "desk-2", first.tokens["desk-2"]) as desk,
+            connect(second.url, "admin-x", first.tokens["admin-x"]) as admin,
+        ):
+            rental, voucher = await paid_rental(kiosk, "x", SKI)
+            at_desk = await next_event(desk, "rental.voucher")
+            await desk.request("rental.pickup", voucher=voucher["voucher"], labels=[SKIS[0]])
+            await desk.request("rental.return", rental=rental["rental"], returns=ok(SKIS[0]))
+            heard = await events_of(kiosk, {"rental.settled", "deposit.refunded"}, count=2)
+            settled, requested = heard["rental.settled"][0], heard["deposit.refunded"][0]
+            await settle_outbox(db)
+            confirmed = await next_event(kiosk, "deposit.refunded")
+            forfeitable, f_voucher = await paid_rental(kiosk, "z", SKI)
+            await desk.request("rental.pickup", voucher=f_voucher["voucher"], labels=[SKIS[1]])
+            await admin.request("rental.forfeit", rental=forfeitable["rental"], reason="gone")
+            forfeited = await next_event(kiosk, "deposit.forfeited")
+    assert at_desk["voucher"] == voucher["voucher"]
+    assert settled["rental"] == rental["rental"] and settled["released_fen"] == 80000
+    assert (requested["state"], confirmed["state"]) == ("requested", "confirmed")
+    assert forfeited["rental"] == forfeitable["rental"]
     await assert_audit_clean(db)
