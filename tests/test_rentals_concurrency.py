@@ -176,25 +176,37 @@ async def test_two_desks_on_two_servers_cannot_hand_out_the_same_unit(dsn, db):
     await assert_audit_clean(db)
 
 
+async def killable_server(nursery, dsn, db):
+    """A server run in ``nursery``, and a function that kills it: cancelled, no drain.
+
+    Its database sessions end with it, so its outbox claims are free at once.
+    """
+    started, gone = trio.Event(), trio.Event()
+    box: dict = {}
+
+    async def serve():
+        with trio.CancelScope() as scope:
+            box["scope"] = scope
+            async with running_server(dsn, db, DEVICES) as server:
+                box["server"] = server
+                started.set()
+                await trio.sleep_forever()
+        gone.set()
+
+    nursery.start_soon(serve)
+    await started.wait()
+
+    async def kill():
+        box["scope"].cancel()
+        await gone.wait()
+
+    return box["server"], kill
+
+
 @pytest.mark.parametrize("how", ["stalled", "made-unanswered", "busy"])
 async def test_a_server_dying_mid_settlement_refunds_once_after_restart(dsn, db, how):
     async with trio.open_nursery() as nursery:
-        started = trio.Event()
-        first_done = trio.Event()
-        box: dict = {}
-
-        async def first_server(task_status=trio.TASK_STATUS_IGNORED):
-            with trio.CancelScope() as scope:
-                box["scope"] = scope
-                async with running_server(dsn, db, DEVICES) as server:
-                    box["server"] = server
-                    started.set()
-                    await trio.sleep_forever()
-            first_done.set()
-
-        nursery.start_soon(first_server)
-        await started.wait()
-        server = box["server"]
+        server, kill = await killable_server(nursery, dsn, db)
         wechat = server.channels.simulators["wechat"]
         async with (
             connect(server.url, "kiosk-1", server.tokens["kiosk-1"]) as kiosk,
@@ -219,8 +231,7 @@ async def test_a_server_dying_mid_settlement_refunds_once_after_restart(dsn, db,
                 payload["total_fen"],
                 payload["reason"],
             )
-        box["scope"].cancel()  # the server dies: no drain, its refund unanswered
-        await first_done.wait()
+        await kill()  # the server dies: no drain, its refund unanswered
         async with running_server(dsn, db, {}, channels=server.channels) as again:
             await settle_outbox(db, timeout=20)
             async with connect(again.url, "desk-1", server.tokens["desk-1"]) as desk:
@@ -342,4 +353,52 @@ async def test_a_rentals_pushes_reach_devices_connected_to_the_other_server(dsn,
     assert settled["rental"] == rental["rental"] and settled["released_fen"] == 80000
     assert (requested["state"], confirmed["state"]) == ("requested", "confirmed")
     assert forfeited["rental"] == forfeitable["rental"]
+    await assert_audit_clean(db)
+
+
+async def test_a_server_dying_mid_conversion_converts_once_after_restart(dsn, db):
+    """The Alipay route: a settlement's conversion (charges taken, the rest unfrozen) is
+    held at the channel when the server dies; the next server converts once."""
+    async with trio.open_nursery() as nursery:
+        server, kill = await killable_server(nursery, dsn, db)
+        alipay = server.channels.simulators["alipay"]
+        async with (
+            connect(server.url, "kiosk-1", server.tokens["kiosk-1"]) as kiosk,
+            connect(server.url, "desk-1", server.tokens["desk-1"]) as desk,
+        ):
+            rental = await kiosk.request("rental.create", client_key="c", items=SKI)
+            rid = rental["rental"]
+            freeze = await kiosk.request(
+                "rental.pay", rental=rid, channel="alipay", route="preauth"
+            )
+            await kiosk.request(
+                "sim.authorize",
+                channel="alipay",
+                out_order_no=freeze["out_order_no"],
+                out_request_no=freeze["out_request_no"],
+            )
+            voucher = await next_event(kiosk, "rental.voucher")
+            await desk.request("rental.pickup", voucher=voucher["voucher"], labels=[SKIS[0]])
+            alipay.inject_fault("convert_to_payment", "stall", count=1, stall_s=3)
+            back = await desk.request("rental.return", rental=rid, returns=ok(SKIS[0]))
+            await wait_for(
+                lambda: db.fetchval(
+                    "select lease_key from outbox where kind = 'rental.convert_frozen'"
+                )
+            )
+        await kill()
+        async with running_server(dsn, db, {}, channels=server.channels) as again:
+            await settle_outbox(db, timeout=20)
+            async with connect(again.url, "desk-1", server.tokens["desk-1"]) as desk:
+                after = await desk.request("rental.get", rental=rid)
+        books = await server.channels.adapters["alipay"].query_freeze(
+            freeze["out_order_no"], freeze["out_request_no"]
+        )
+    assert back["status"] == "settled"
+    assert (books.state, books.converted_fen, books.unfrozen_fen) == ("FINISH", 12000, 80000)
+    assert after["hold"]["resolution"]["kind"] == "settled"
+    assert (
+        await db.fetchval("select count(*) from rental_confirmations where kind = 'conversion'")
+        == 1
+    )
     await assert_audit_clean(db)
