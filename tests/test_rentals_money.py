@@ -12,6 +12,7 @@ import time
 
 import trio
 
+from actors.ids import derived_out_trade_no
 from clients.client import RemoteError, connect
 from server.channels.signing import signed
 from tests.helpers import running_server
@@ -421,3 +422,38 @@ async def test_a_payment_made_in_time_but_heard_after_the_expiry_is_refunded_who
     assert await ledger_balance(db, "clearing:wechat") == 0
     assert await db.fetchval("select coalesce(sum(reserved), 0) from rental_stock") == 0
     await assert_audit_clean(db)
+
+
+async def test_cash_recorded_twice_at_once_with_one_key_is_one_payment(dsn, db):
+    async with running_server(dsn, db, DEVICES) as server:
+        async with connect(server.url, "counter-1", server.tokens["counter-1"]) as counter:
+            rental = await counter.request("rental.create", client_key="c", items=SKI)
+            answers: list[dict] = []
+
+            async def record():
+                answers.append(
+                    await counter.request(
+                        "rental.record",
+                        rental=rental["rental"],
+                        channel="cash",
+                        amount_fen=92000,
+                        key="drawer-7",
+                    )
+                )
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(record)
+                nursery.start_soon(record)
+            after = await counter.request("rental.get", rental=rental["rental"])
+    assert [a["result"] for a in answers] == ["held", "held"]
+    assert [(p["channel"], p["state"]) for p in after["payments"]] == [("cash", "captured")]
+    assert await db.fetchval("select count(*) from rental_payments") == 1
+    await assert_audit_clean(db)
+
+
+def test_a_records_trade_number_is_drawn_from_it():
+    at = park_time(9)
+    first = derived_out_trade_no(at, "R1|cash:counter-1:drawer-7")
+    assert first == derived_out_trade_no(at, "R1|cash:counter-1:drawer-7")
+    assert first != derived_out_trade_no(at, "R2|cash:counter-1:drawer-7")
+    assert first.startswith(f"P{at:%Y%m%d}") and len(first) == 23
