@@ -414,3 +414,35 @@ async def test_a_freeze_authorised_in_time_but_heard_after_the_expiry_is_unfroze
 async def _status_is(client, rental_id, status):
     rental = await client.request("rental.get", rental=rental_id)
     return rental if rental["status"] == status else None
+
+
+async def test_a_frozen_deposit_never_picked_up_lapses_and_the_rental_is_cancelled(
+    dsn, db, mock_clock
+):
+    mock_clock.rate = 1.0
+    clock = park_clock(park_time(9))
+    async with running_server(dsn, db, DEVICES, clock=clock) as server:
+        async with (
+            connect(server.url, "kiosk-1", server.tokens["kiosk-1"]) as kiosk,
+            connect(server.url, "admin-x", server.tokens["admin-x"]) as admin,
+        ):
+            rental, freeze, _ = await frozen_rental(kiosk, "never", SKI)
+            rid = rental["rental"]
+            held = await kiosk.request("rental.get", rental=rid)
+            server.channels.simulators["alipay"].inject_fault(
+                "convert_to_payment", "system_busy", count=2
+            )
+            mock_clock.jump(held["hold"]["convert_by"] - clock().timestamp() + 60)
+            await wait_for(lambda: _conversion_asked(db, rid))
+            mock_clock.jump(2 * 3600)
+            lapsed = await next_event(admin, "deposit.lapsed")
+            after = await wait_for(lambda: _status_is(kiosk, rid, "cancelled"))
+        books = await server.channels.adapters["alipay"].query_freeze(
+            freeze["out_order_no"], freeze["out_request_no"]
+        )
+    assert (books.state, books.lapsed_fen) == ("CLOSED", 92000)
+    assert lapsed["rental"] == rid
+    assert after["hold"]["resolution"]["kind"] == "lapsed"
+    assert await db.fetchval("select coalesce(sum(reserved), 0) from rental_stock") == 0
+    assert await memo_balance(db) == 0
+    await assert_audit_clean(db)
