@@ -104,7 +104,7 @@ class RentalTimers:
     async def _report_lapse(self, rental_id: str, now: datetime) -> Any:
         """At a freeze's timeout: if its channel let it lapse unconverted, the rental hears so."""
         rental = await self._load(rental_id)
-        if rental is None or rental.hold is None or not rental.hold.frozen:
+        if rental is None or rental.hold is None or not rental.hold.may_lapse:
             return None  # converted or resolved meanwhile
         if not await self._freeze_lapsed(rental):
             raise RuntimeError(

@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, Any
 from actors.catalog import Catalog, PerDay, PerHour, PerUse, Pricing
 from actors.channels import COUNTER_CHANNELS, QR_CHANNELS, pattern_of
 from actors.errors import DomainError
-from actors.ids import new_out_order_no, new_out_refund_no, new_out_trade_no, new_rental_id
+from actors.ids import (
+    derived_out_trade_no,
+    new_out_order_no,
+    new_out_refund_no,
+    new_out_trade_no,
+    new_rental_id,
+)
 from actors.rentals.actor import RentalOutcome
 from actors.rentals.commands import (
     BundleFacts,
@@ -399,7 +405,7 @@ async def rental_pay(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     ),
 )
 async def rental_record(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-    """A cashier took a rental's deposit in cash or by card; idempotent by key."""
+    """A cashier took a rental's deposit in cash or by card; idempotent by key, even at once."""
     services = ctx.services
     now = services.clock()
     rental_id = args["rental"]
@@ -409,7 +415,9 @@ async def rental_record(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         (p.out_trade_no for p in rental.payments.values() if p.channel_txn_id == txn), None
     )
     if out_trade_no is None:
-        out_trade_no = new_out_trade_no(now)
+        # Drawn from the record, not minted: the same record asked twice at once (a double
+        # tap) starts one payment, and the second confirmation is a replay of the first.
+        out_trade_no = derived_out_trade_no(rental.created_at, f"{rental_id}|{txn}")
         await ask_rental(
             services, rental_id, StartPayment(out_trade_no, args["channel"], now, money_taken=True)
         )
