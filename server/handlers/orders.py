@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from actors.catalog import WHOLE_DAY, Catalog
 from actors.channels import COUNTER_CHANNELS, QR_CHANNELS, pattern_of
-from actors.ids import new_order_id, new_out_refund_no, new_out_trade_no
+from actors.ids import derived_out_trade_no, new_order_id, new_out_refund_no, new_out_trade_no
 from actors.orders.actor import OrderOutcome
 from actors.orders.domain import (
     CancelOrder,
@@ -304,7 +304,12 @@ async def payment_record(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]
     txn = f"{args['channel']}:{ctx.device_id}:{args['key']}"
     out_trade_no = await services.db.run(order_queries.out_trade_no_of_txn, args["channel"], txn)
     if out_trade_no is None:
-        out_trade_no = new_out_trade_no(now)
+        order = await services.db.run(order_queries.load_order, order_id)
+        if order is None:
+            raise NotFound(f"no order {order_id}")
+        # Drawn from the record, not minted: the same record asked twice at once (a double
+        # tap) starts one payment, and the second confirmation is a replay of the first.
+        out_trade_no = derived_out_trade_no(order.created_at, f"{order_id}|{txn}")
         await ask_order(
             services,
             order_id,
