@@ -258,6 +258,7 @@ async def test_no_role_below_counter_sees_a_story(dsn, db):
         ({"out_refund_no": "R-NOSUCH"}, "not_found"),
         ({"rental": "NOSUCH"}, "not_found"),
         ({"ticket": "T" + "x" * 300}, "forged"),
+        ({"voucher": "V-not-a-voucher"}, "voucher_forged"),
     ],
 )
 async def test_desk_lookup_refuses_clearly(dsn, db, args, code):
