@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 
 import pytest
+import trio
 
 from clients.client import RemoteError, connect
+from server.cli import build_parser
 from server.payer_mask import mask_payer
 from tests.helpers import running_server
 from tests.test_orders import adults, next_event, settle_outbox
@@ -267,3 +269,121 @@ async def test_desk_lookup_refuses_clearly(dsn, db, args, code):
             with pytest.raises(RemoteError) as refused:
                 await desk.request("desk.lookup", **args)
     assert refused.value.code == code
+
+
+async def test_a_refund_the_channel_has_not_confirmed_yet_says_not_yet(dsn, db):
+    async with running_server(dsn, db, DEVICES) as server:
+        alipay = server.channels.simulators["alipay"]
+        alipay.refund_mode, alipay.processing_s = "processing", 3600.0  # a bank card's refund
+        async with connect(server.url, "kiosk-1", server.tokens["kiosk-1"]) as kiosk:
+            order = await kiosk.request("order.create", client_key="slow", lines=adults(1))
+            first = await kiosk.request("payment.start", order=order["order"], channel="wechat")
+            second = await kiosk.request("payment.start", order=order["order"], channel="alipay")
+            await kiosk.request("sim.pay", channel="wechat", out_trade_no=first["out_trade_no"])
+            await next_event(kiosk, "order.paid")
+            await kiosk.request("sim.pay", channel="alipay", out_trade_no=second["out_trade_no"])
+        async with connect(server.url, "counter-1", server.tokens["counter-1"]) as desk:
+            with trio.fail_after(10):
+                while True:  # until the outbox has asked Alipay for the refund
+                    reply = await desk.request("desk.lookup", out_trade_no=second["out_trade_no"])
+                    if reply["refunds"] and reply["refunds"][0]["at_channel"]["asked"]:
+                        break
+                    await trio.sleep(0.05)
+    (refund,) = reply["refunds"]
+    assert refund["state"] == "requested" and refund["confirmed_at"] is None
+    assert refund["at_channel"]["state"] == "PROCESSING"
+    assert refund["arrival"] == {
+        "arrival": "not yet",
+        "earliest_at": None,
+        "latest_at": None,
+        "note": "not confirmed by the channel yet; the money leaves when it is",
+    }
+    assert reply["answers"]["charged"] and reply["answers"]["collections"] == 2
+    assert reply["answers"]["refunded_fen"] == 0
+
+
+async def test_scenic_desk_lookup_prints_the_three_answers(dsn, db, capsys):
+    async with running_server(dsn, db, DEVICES) as server:
+        paid = await _paid_twice(server, db)
+        payers = [
+            (await server.channels.adapters[c].query_payment(paid[c])).payer
+            for c in ("wechat", "alipay")
+        ]
+
+        async def scenic_desk_lookup(*flags: str) -> int:
+            device = ["--device", "counter-1", "--token", server.tokens["counter-1"]]
+            args = build_parser().parse_args(
+                ["desk", "lookup", "--server", server.url, *device, *flags]
+            )
+            return await args.run(None, args)
+
+        found = await scenic_desk_lookup("--out-refund-no", paid["refund"])
+        printed = capsys.readouterr().out
+        missing = await scenic_desk_lookup("--order", "O20260101NOSUCHORDER")
+        refused = capsys.readouterr()
+    total = _yuan(paid["order"]["total_fen"])
+    assert found == 0
+    assert f"order {paid['order']['order']} (paid), found by out_refund_no" in printed
+    assert f"charged: yes, 2 times, {_yuan(2 * paid['order']['total_fen'])} yuan in all" in printed
+    assert f"  {total} yuan by alipay ({paid['refund']}): confirmed, on its way - " in printed
+    assert "refund requested: already_paid" in printed and "reconciliation: no run yet" in printed
+    assert all(mask_payer(p) in printed and p not in printed for p in payers)
+    assert missing == 1 and refused.out == ""
+    assert refused.err == (
+        "scenic desk lookup: nothing here has order O20260101NOSUCHORDER; "
+        "check the number and which kind it is\n"
+    )
+
+
+def _yuan(fen: int) -> str:
+    return f"{fen / 100:.2f}"
+
+
+async def test_a_frozen_deposit_is_held_not_charged_and_its_conversion_is_the_one_charge(dsn, db):
+    items = [{"item": "skis", "quantity": 1}]
+    async with running_server(dsn, db, DEVICES) as server:
+        async with (
+            connect(server.url, "kiosk-1", server.tokens["kiosk-1"]) as kiosk,
+            connect(server.url, "desk-1", server.tokens["desk-1"]) as rental_desk,
+            connect(server.url, "counter-1", server.tokens["counter-1"]) as desk,
+        ):
+            rental = await kiosk.request("rental.create", client_key="frozen", items=items)
+            start = await kiosk.request(
+                "rental.pay", rental=rental["rental"], channel="alipay", route="preauth"
+            )
+            await kiosk.request(
+                "sim.authorize",
+                channel="alipay",
+                out_order_no=start["out_order_no"],
+                out_request_no=start["out_request_no"],
+            )
+            voucher = (await next_event(kiosk, "rental.voucher"))["voucher"]
+            held = await desk.request("desk.lookup", out_order_no=start["out_order_no"])
+            await rental_desk.request("rental.pickup", voucher=voucher, labels=[SKIS[0]])
+            await rental_desk.request(
+                "rental.return",
+                rental=rental["rental"],
+                returns=[{"label": SKIS[0], "condition": "ok"}],
+            )
+            await settle_outbox(db)
+            settled = await desk.request("desk.lookup", voucher=voucher)
+    assert held["answers"]["charged"] is False and held["answers"]["collections"] == 0
+    assert held["answers"]["frozen_fen"] == start["amount_fen"]
+    (freeze,) = held["freezes"]
+    assert freeze["at_channel"]["state"] == "AUTHORIZED" and freeze["auth_no"]
+    assert [s["what"] for s in held["story"]] == [
+        "created",
+        "freeze started (alipay)",
+        "deposit frozen (alipay)",
+        "voucher issued",
+    ]
+    kept = settled["rental"]["settlement"]["kept_fen"]
+    answers = settled["answers"]
+    assert (answers["charged"], answers["collections"], answers["collected_fen"]) == (
+        True,
+        1,
+        kept,
+    )
+    assert answers["frozen_fen"] == 0 and answers["comes_back"] == []
+    assert settled["freezes"][0]["at_channel"]["state"] == "FINISH"
+    assert "freeze converted" in [s["what"] for s in settled["story"]]

@@ -169,7 +169,9 @@ async def money_story(services: Services, money: dict[str, list[dict]]) -> dict[
             "charged": bool(collections),
             "collections": len(collections),
             "collected_fen": sum(c["amount_fen"] for c in collections),
-            "frozen_fen": sum(f["amount_fen"] for f in freezes if f["auth_no"] is not None),
+            "frozen_fen": sum(
+                f["at_channel"].get("rest_fen", 0) for f in freezes if f["at_channel"]["asked"]
+            ),
             "refunded_fen": sum(r["amount_fen"] for r in refunds if r["state"] == "confirmed"),
             "comes_back": [
                 {
