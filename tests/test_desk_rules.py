@@ -1,16 +1,21 @@
-"""The desk's pure rules: how a payer is masked, and when a refund's money arrives."""
+"""The desk's pure rules: how a payer is masked, when a refund's money arrives, a rental's steps."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import typing
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from actors.rentals import events as ev
+from actors.rentals.state import ConversionRecord, Resolution, ResolutionKind, Split
 from server.payer_mask import mask_payer
 from server.refund_arrival import add_business_days, expected_arrival
+from server.storage.desk import rental_step
 
 SHANGHAI = "Asia/Shanghai"
 
@@ -78,3 +83,65 @@ def test_what_comes_back_when_follows_the_channels_published_times():
     assert (cash["arrival"], cash["latest_at"]) == ("handed back", done.timestamp())
     assert expected_arrival("wechat", "requested", None, SHANGHAI)["arrival"] == "not yet"
     assert expected_arrival("alipay", "failed", None, SHANGHAI)["arrival"] == "owed"
+
+
+def _example(cls):
+    """An instance of rental event ``cls`` with plain values in every field."""
+    at = datetime(2026, 1, 10, 1, 0, tzinfo=UTC)
+    plain = {
+        "str": "x",
+        "int": 100,
+        "bool": True,
+        "datetime": at,
+        "time": time(17, 30),
+        "Split": Split(100, 60, 60, 40, 0),
+        "Resolution": Resolution(ResolutionKind.SETTLED, 60, 40, at),
+        "ConversionRecord": ConversionRecord("P1", 100, 0, True, at),
+    }
+    values = {}
+    for field in attrs.fields(cls):
+        kind = field.type if isinstance(field.type, str) else field.type.__name__
+        if kind.startswith("tuple"):
+            values[field.name] = ()
+        elif kind.endswith("| None"):
+            values[field.name] = None
+        else:
+            values[field.name] = plain[kind]
+    return cls(**values)
+
+
+@pytest.mark.parametrize("cls", typing.get_args(ev.Event), ids=lambda cls: cls.__name__)
+def test_every_rental_event_is_a_story_step_in_the_documented_words(cls):
+    at = datetime(2026, 1, 10, 1, 0, 30, tzinfo=UTC)
+    step = rental_step(_example(cls), at, {"x": 700})
+    assert step is not None and set(step) == {"at", "what", "amount_fen", "ref"}
+    assert step["at"] == at.timestamp()
+    assert step["what"].split(":")[0].split(" (")[0] in STORY_WORDS
+
+
+#: the first words of each step docs/protocol.md lists for a rental (``desk.lookup``)
+STORY_WORDS = {
+    "created",
+    "payment started",
+    "freeze started",
+    "deposit paid",
+    "deposit frozen",
+    "voucher issued",
+    "payment received, to refund",
+    "freeze received, to release",
+    "picked up",
+    "returned",
+    "settled",
+    "refund requested",
+    "refund confirmed",
+    "refund failed",
+    "overdue",
+    "expired",
+    "cancelled",
+    "extended",
+    "deposit forfeited",
+    "freeze converting",
+    "freeze converted",
+    "unfreeze confirmed",
+    "freeze lapsed",
+}
