@@ -34,6 +34,7 @@ from server.gates import TicketUse
 from server.handlers.rentals import confirm_rental_payment, rental_catalog_view
 from server.ops import OpContext, OpGroup
 from server.schema import Arg
+from server.storage import desk as desk_queries
 from server.storage import orders as order_queries
 from server.storage import rentals as rental_queries
 from server.storage import tickets as ticket_queries
@@ -234,13 +235,13 @@ async def order_create(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         existing = await services.db.run(
             order_queries.order_for_client_key, ctx.device_id, args["client_key"]
         )
-    return await order_view(await _current(services, existing), services)
+    return await order_view(await current_order(services, existing), services)
 
 
 @OPS.op("order.get", roles=SELLERS | DESK, args=(ORDER_ID,))
 async def order_get(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     """The order with its payments, tickets and refunds."""
-    return await order_view(await _current(ctx.services, args["order"]), ctx.services)
+    return await order_view(await current_order(ctx.services, args["order"]), ctx.services)
 
 
 @OPS.op("order.cancel", roles=SELLERS | DESK, args=(ORDER_ID,))
@@ -397,10 +398,11 @@ async def order_find(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         raise BadRequest(f"argument {kind!r} must not be empty")
     if kind == "ticket":
         value = services.ticket_id_of_code(value)
-    order_id = await services.db.run(order_queries.find_order, kind, value)
-    if order_id is None:
+    found = await services.db.run(desk_queries.find_subject, kind, value)
+    if found is None or found[0] != "order":
         raise NotFound(f"no order for {kind} {value}")
-    order = await _current(services, order_id)
+    order_id = found[1]
+    order = await current_order(services, order_id)
     story = await services.db.run(order_queries.order_story, order_id)
     return {**(await order_view(order, services)), "story": story}
 
@@ -562,7 +564,8 @@ def _date(text: str) -> date:
         raise BadRequest(f"'{text}' is not a date") from None
 
 
-async def _current(services: Services, order_id: str | None) -> Order:
+async def current_order(services: Services, order_id: str | None) -> Order:
+    """The order as stored now; raises ``not_found``."""
     if order_id is None:
         raise NotFound("no such order")
     order = await services.db.run(order_queries.load_order, order_id)
