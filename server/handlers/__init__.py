@@ -5,10 +5,26 @@
 
 from __future__ import annotations
 
-from server.handlers import core, gates, orders, rental_reports, rentals, simulator
+from server.handlers import (
+    core,
+    daily_reports,
+    gates,
+    orders,
+    rental_reports,
+    rentals,
+    simulator,
+)
 from server.ops import OpTable
 
 
 def build_op_table() -> OpTable:
     """Every op the server offers."""
-    return OpTable(core.OPS, orders.OPS, gates.OPS, rentals.OPS, rental_reports.OPS, simulator.OPS)
+    return OpTable(
+        core.OPS,
+        orders.OPS,
+        gates.OPS,
+        rentals.OPS,
+        rental_reports.OPS,
+        daily_reports.OPS,
+        simulator.OPS,
+    )
