@@ -234,13 +234,6 @@ def _occupancy(passages: Sequence[PassageRow]) -> list[dict[str, Any]]:
 
 
 def _reconciliation(rows: DailyRows) -> dict[str, Any]:
-    run = rows.reconciliation
-    if run is None:
+    if rows.reconciliation is None:
         return {"run": False, "status": NO_RUN}
-    return {
-        "run": True,
-        "status": "clean" if run.unresolved == 0 else "unresolved differences",
-        "run_at": run.run_at.timestamp(),
-        "differences": run.differences,
-        "unresolved": run.unresolved,
-    }
+    return {"run": True, **rows.reconciliation}

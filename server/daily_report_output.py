@@ -127,9 +127,7 @@ def report_table(report: dict[str, Any]) -> str:
 def _reconciliation_text(recon: dict[str, Any]) -> str:
     if not recon["run"]:
         return recon["status"]
-    return (
-        f"{recon['status']}: {recon['differences']} differences, {recon['unresolved']} unresolved"
-    )
+    return ", ".join(f"{key} {value}" for key, value in recon.items() if key != "run")
 
 
 def report_csv_rows(report: dict[str, Any]) -> Iterator[list[Any]]:

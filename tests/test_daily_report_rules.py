@@ -181,3 +181,12 @@ def test_charts_never_draw_a_glyph_their_font_lacks(tmp_path):
         paths = report_pngs(_sample_report(), tmp_path / "c")
     assert [p.read_bytes()[:8] for p in paths] == [b"\x89PNG\r\n\x1a\n"] * 2
     assert cjk_font() is None or all(p.stat().st_size > 0 for p in paths)
+
+
+def test_a_stored_reconciliation_run_is_shown_as_read():
+    rows = _rows(reconciliation={"status": "clean", "unresolved": 0})
+    report = daily_report(rows, DEMO, DAY, MIDNIGHT)
+    assert report["reconciliation"] == {"run": True, "status": "clean", "unresolved": 0}
+    assert "Reconciliation: status clean, unresolved 0" in report_table(report)
+    none = daily_report(_rows(), DEMO, DAY, MIDNIGHT)["reconciliation"]
+    assert none == {"run": False, "status": "no reconciliation run"}

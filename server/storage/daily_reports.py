@@ -11,6 +11,7 @@ read in the same snapshot.
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
 import asyncpg
 import attrs
@@ -78,15 +79,6 @@ class GateScanRow:
     scans: int
     refused: int
     not_passed: int
-
-
-@attrs.frozen
-class ReconciliationRow:
-    """A stored reconciliation run of the date (none exist yet: see :func:`reconciliation_of`)."""
-
-    run_at: datetime
-    differences: int
-    unresolved: int
 
 
 async def sales_of_day(conn: asyncpg.Connection, start: datetime, end: datetime) -> list[SaleRow]:
@@ -177,16 +169,15 @@ async def gate_scans_of_day(
     return [GateScanRow(**dict(row)) for row in rows]
 
 
-async def reconciliation_of(
-    conn: asyncpg.Connection, business_date: date
-) -> ReconciliationRow | None:
-    """The latest stored reconciliation run of ``business_date``, or ``None``.
+async def reconciliation_of(conn: asyncpg.Connection, business_date: date) -> dict[str, Any] | None:
+    """The summary of the latest stored reconciliation run of ``business_date``, or ``None``.
 
     The one place the report reads reconciliation from. No schema stores
     reconciliation runs yet (reconciliation is being built beside this
     report), so there is no run to read and the answer is ``None``: the
     report then says "no reconciliation run". When runs are stored, this
-    function reads them and nothing else changes.
+    function returns the latest one's figures as a plain map (text,
+    integers, epoch seconds), which the report shows as they are.
     """
     del conn, business_date
     return None
@@ -204,7 +195,7 @@ class DailyRows:
     holds: tuple[HoldRow, ...]
     rental_entries: tuple[EntryRow, ...]
     receivable_end_fen: int
-    reconciliation: ReconciliationRow | None
+    reconciliation: dict[str, Any] | None
 
 
 async def daily_rows(
