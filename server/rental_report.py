@@ -13,7 +13,8 @@ small functions with no I/O and no clock (``now`` comes in):
 - :func:`seconds_out`: a set of units' time out within a window, each unit
   counted once however its spans overlap;
 - :func:`utilization`: time out over time open, within ``[0, 1]``;
-- :func:`who_rents`: rentals per bundle ticket product, counts only.
+- :func:`who_rents`: rentals per bundle ticket product, counts only;
+- :func:`deposit_figures`: the day's deposits (the daily report shows them too).
 
 docs/reports.md states each figure's definition, with a worked example.
 """
@@ -30,7 +31,7 @@ import attrs
 
 from actors.catalog import Catalog
 from actors.rentals.postings import DEPOSITS_HELD, PREPAID, RECEIVABLE, REVENUE
-from server.storage.rental_reports import ReportRows, UnitSpan
+from server.storage.rental_reports import EntryRow, HoldRow, ReportRows, UnitSpan
 
 #: the label of rentals that name no bundle ticket
 NO_TICKET = "no ticket named"
@@ -296,11 +297,24 @@ def _give_backs(rows: ReportRows) -> list[dict[str, Any]]:
 
 
 def _deposits(rows: ReportRows, day: Window) -> dict[str, Any]:
-    made = [h for h in rows.holds if day.start <= h.held_at < day.end]
+    return deposit_figures(rows.holds, rows.entries, rows.receivable_end_fen, day)
+
+
+def deposit_figures(
+    holds: Sequence[HoldRow], entries: Sequence[EntryRow], receivable_end_fen: int, day: Window
+) -> dict[str, Any]:
+    """The deposits of ``day``: held, resolved, released, kept, forfeited, outstanding, owed.
+
+    ``holds`` are those :func:`~server.storage.rental_reports.holds_touching`
+    reads, ``entries`` the rentals' ledger lines within the day and
+    ``receivable_end_fen`` the receivable's balance at its end; the rental
+    report and the daily report both show this map (docs/reports.md).
+    """
+    made = [h for h in holds if day.start <= h.held_at < day.end]
     resolved = [
-        h for h in rows.holds if h.resolved_at is not None and day.start <= h.resolved_at < day.end
+        h for h in holds if h.resolved_at is not None and day.start <= h.resolved_at < day.end
     ]
-    outstanding = [h for h in rows.holds if h.resolved_at is None or h.resolved_at >= day.end]
+    outstanding = [h for h in holds if h.resolved_at is None or h.resolved_at >= day.end]
     by_kind = [
         {
             "resolution": kind,
@@ -311,8 +325,8 @@ def _deposits(rows: ReportRows, day: Window) -> dict[str, Any]:
         for kind in RESOLUTIONS
         if (of_kind := [h for h in resolved if h.resolution == kind])
     ]
-    entries = {entry.account: entry for entry in rows.entries}
-    receivable = entries.get(RECEIVABLE)
+    by_account = {entry.account: entry for entry in entries}
+    receivable = by_account.get(RECEIVABLE)
     return {
         "held": {"count": len(made), "amount_fen": sum(h.amount_fen for h in made)},
         "resolved": by_kind,
@@ -324,7 +338,7 @@ def _deposits(rows: ReportRows, day: Window) -> dict[str, Any]:
             "amount_fen": sum(h.amount_fen for h in outstanding),
         },
         "receivable_posted_fen": receivable.debit_fen if receivable else 0,
-        "receivable_balance_fen": rows.receivable_end_fen,
+        "receivable_balance_fen": receivable_end_fen,
     }
 
 

@@ -45,7 +45,11 @@ def _row(cells: list[str], widths: list[int]) -> str:
     return " ".join([first, *rest]).rstrip()
 
 
-def _table(title: str, header: list[str], rows: list[list[str]]) -> list[str]:
+def text_table(title: str, header: list[str], rows: list[list[str]]) -> list[str]:
+    """A titled table's lines: the first column left-aligned, the others right, "(none)" if empty.
+
+    Each column is as wide as its widest cell (the daily report uses it too).
+    """
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
     lines = ["", title, _row(header, widths), _row(["-" * w for w in widths], widths)]
     lines += [_row(row, widths) for row in rows] if rows else ["(none)"]
@@ -65,7 +69,7 @@ def report_table(report: dict[str, Any]) -> str:
         f"Rentals of {report['date']} ({report['timezone']}): {rentals['made']} made, "
         f"{rentals['held']} with a deposit held" + (f" ({by_status})" if by_status else ""),
     ]
-    lines += _table(
+    lines += text_table(
         "Rentals by item type",
         ["item", "rentals", "units booked", "units out"],
         [
@@ -73,7 +77,7 @@ def report_table(report: dict[str, Any]) -> str:
             for i in report["items"]
         ],
     )
-    lines += _table(
+    lines += text_table(
         "Charges of the rentals settled this day (yuan)",
         ["item", "units", "usage", "covered", "late", "damage", "lost", "total"],
         [
@@ -87,7 +91,7 @@ def report_table(report: dict[str, Any]) -> str:
         ],
     )
     money = report["money"]
-    lines += _table(
+    lines += text_table(
         "Money by channel (yuan)",
         ["channel", "collected", "refunded", "net"],
         [
@@ -101,7 +105,7 @@ def report_table(report: dict[str, Any]) -> str:
         f"out {yuan(money['prepaid_out_fen'])}",
         f"refunds owed {yuan(money['refunds_owed_fen'])}, paid {yuan(money['refunds_paid_fen'])}",
     ]
-    lines += _table(
+    lines += text_table(
         "Refunds and unfreezes asked this day (yuan)",
         ["reference", "kind", "rental", "channel", "amount", "reason", "state"],
         [
@@ -117,8 +121,43 @@ def report_table(report: dict[str, Any]) -> str:
             for g in report["give_backs"]
         ],
     )
-    deposits = report["deposits"]
-    lines += [
+    lines += deposit_lines(report["deposits"])
+    busy = [h for h in report["hours"] if h["pickups"] or h["returns"]]
+    lines += text_table(
+        "Units picked up and returned by local hour",
+        ["hour", "pickups", "returns"],
+        [[f"{h['hour']:02d}:00", str(h["pickups"]), str(h["returns"])] for h in busy],
+    )
+    opening = report["opening"]
+    title = "Utilization (unit-hours out over unit-hours open)"
+    if opening is None:
+        lines += ["", title, "(no opening hours: the catalog has no [rentals] terms)"]
+    else:
+        lines += text_table(
+            f"{title}, open {hours(opening['seconds'])} h",
+            ["item", "units", "hours out", "hours open", "utilization"],
+            [
+                [
+                    u["item"],
+                    str(u["units"]),
+                    hours(u["unit_seconds_out"]),
+                    hours(u["unit_seconds_open"]),
+                    percent(u["utilization"]),
+                ]
+                for u in report["utilization"]
+            ],
+        )
+    lines += text_table(
+        "Who rents (rentals with a deposit held, by the ticket named)",
+        ["ticket", "rentals"],
+        [[w["ticket"] or w["name_en"], str(w["rentals"])] for w in report["who_rents"]],
+    )
+    return "\n".join(lines) + "\n"
+
+
+def deposit_lines(deposits: dict[str, Any]) -> list[str]:
+    """The lines of a report's ``deposits`` map (the rental and the daily report show them)."""
+    lines = [
         "",
         "Deposits (yuan)",
         f"held this day: {deposits['held']['count']} holds, {yuan(deposits['held']['amount_fen'])}",
@@ -134,37 +173,7 @@ def report_table(report: dict[str, Any]) -> str:
             f"  resolved {r['resolution']}: {r['count']}, posted {yuan(r['posted_fen'])}, "
             f"voided {yuan(r['voided_fen'])}"
         )
-    busy = [h for h in report["hours"] if h["pickups"] or h["returns"]]
-    lines += _table(
-        "Units picked up and returned by local hour",
-        ["hour", "pickups", "returns"],
-        [[f"{h['hour']:02d}:00", str(h["pickups"]), str(h["returns"])] for h in busy],
-    )
-    opening = report["opening"]
-    title = "Utilization (unit-hours out over unit-hours open)"
-    if opening is None:
-        lines += ["", title, "(no opening hours: the catalog has no [rentals] terms)"]
-    else:
-        lines += _table(
-            f"{title}, open {hours(opening['seconds'])} h",
-            ["item", "units", "hours out", "hours open", "utilization"],
-            [
-                [
-                    u["item"],
-                    str(u["units"]),
-                    hours(u["unit_seconds_out"]),
-                    hours(u["unit_seconds_open"]),
-                    percent(u["utilization"]),
-                ]
-                for u in report["utilization"]
-            ],
-        )
-    lines += _table(
-        "Who rents (rentals with a deposit held, by the ticket named)",
-        ["ticket", "rentals"],
-        [[w["ticket"] or w["name_en"], str(w["rentals"])] for w in report["who_rents"]],
-    )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def report_csv_rows(report: dict[str, Any]) -> Iterator[list[Any]]:
@@ -187,7 +196,16 @@ def report_csv_rows(report: dict[str, Any]) -> Iterator[list[Any]]:
     for entry in report["give_backs"]:
         for measure in ("kind", "rental", "channel", "amount_fen", "reason", "state"):
             yield [day, "give_backs", entry["reference"], measure, entry[measure]]
-    deposits = report["deposits"]
+    yield from deposit_csv_rows(day, report["deposits"])
+    for entry in report["hours"]:
+        for measure in ("pickups", "returns"):
+            yield [day, "hours", f"{entry['hour']:02d}", measure, entry[measure]]
+    for entry in report["who_rents"]:
+        yield [day, "who_rents", entry["ticket"] or entry["name_en"], "rentals", entry["rentals"]]
+
+
+def deposit_csv_rows(day: str, deposits: dict[str, Any]) -> Iterator[list[Any]]:
+    """The CSV rows (section ``deposits``) of a report's ``deposits`` map."""
     for part in ("held", "outstanding"):
         for measure, value in deposits[part].items():
             yield [day, "deposits", part, measure, value]
@@ -198,11 +216,6 @@ def report_csv_rows(report: dict[str, Any]) -> Iterator[list[Any]]:
         yield [day, "deposits", "all", measure, deposits[measure]]
     for measure in ("receivable_posted_fen", "receivable_balance_fen"):
         yield [day, "deposits", "receivable", measure, deposits[measure]]
-    for entry in report["hours"]:
-        for measure in ("pickups", "returns"):
-            yield [day, "hours", f"{entry['hour']:02d}", measure, entry[measure]]
-    for entry in report["who_rents"]:
-        yield [day, "who_rents", entry["ticket"] or entry["name_en"], "rentals", entry["rentals"]]
 
 
 def report_csv(report: dict[str, Any]) -> str:

@@ -5,7 +5,16 @@
 
 from __future__ import annotations
 
-from server.handlers import core, desk, gates, orders, rental_reports, rentals, simulator
+from server.handlers import (
+    core,
+    daily_reports,
+    desk,
+    gates,
+    orders,
+    rental_reports,
+    rentals,
+    simulator,
+)
 from server.ops import OpTable
 
 
@@ -18,5 +27,6 @@ def build_op_table() -> OpTable:
         gates.OPS,
         rentals.OPS,
         rental_reports.OPS,
+        daily_reports.OPS,
         simulator.OPS,
     )
