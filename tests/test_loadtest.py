@@ -36,6 +36,57 @@ def test_bad_profiles_name_the_field(text, field):
         parse_profile("bad", text)
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[rentals]\nshare = 1.5", r"^rentals\.share must be a number from 0\.0 to 1\.0$"),
+        ("[rentals]\nshares = 0.1", r"^rentals\.shares is not a rentals setting$"),
+        (
+            "[rentals]\n[[rentals.kits]]\nitems = { sled = 1 }",
+            r"^rentals\.kits\[0\]\.items: the demo park rents no 'sled' \(it rents boat, ",
+        ),
+        (
+            "[rentals]\n[[rentals.kits]]\nitems = { boat = 13 }",
+            r"^rentals\.kits\[0\]\.items\.boat must be a whole number from 1 to 12$",
+        ),
+        (
+            "[rentals]\nchannels = { wechat = 0.5, cash = 0.4 }",
+            r"^rentals\.channels must add up to 1\.0$",
+        ),
+        ("[rentals]\nchannels = { paypal = 1.0 }", r"^rentals\.channels\.paypal: a deposit is"),
+        (
+            "[rentals]\npickups = [8, 14]\nreturns = [13, 17]",
+            r"^rentals\.returns must start after rentals\.pickups end$",
+        ),
+        ("[rentals]\nreturns = [17, 13]", r"^rentals\.returns must be \[from, to\] hours"),
+        (
+            "[devices]\nrental_desks = 1\n[rentals]\nshare = 0.2",
+            r"^rentals\.kits must list what visitors rent",
+        ),
+        (
+            "[rentals]\nshare = 0.2\n[[rentals.kits]]\nitems = { skis = 1 }",
+            r"^devices\.rental_desks must be at least 1 when rentals\.share > 0$",
+        ),
+        ("[rental]\nshare = 0.2", r"^\[rental\] is not a profile table$"),
+    ],
+)
+def test_a_bad_rentals_section_is_refused_in_one_line(text, message):
+    with pytest.raises(ValueError, match=message) as refused:
+        parse_profile("bad", text)
+    assert "\n" not in str(refused.value)
+
+
+def test_the_bundled_profiles_rent_from_the_demo_park():
+    for name in ("smoke", "golden-week"):
+        profile = load_profile(name)
+        assert profile.rentals.share > 0 and profile.rental_desks > 0
+        items = {item for kit in profile.rentals.kits for item, _ in kit.items}
+        assert {"skis", "boots", "boat", "life-jacket"} <= items
+        assert profile.rentals.pickups[1] <= profile.rentals.returns[0]
+        assert dict(profile.rentals.channels).keys() == {"wechat", "alipay", "cash", "card"}
+        assert 0 < profile.rentals.preauth < 1
+
+
 def test_an_unknown_profile_is_refused():
     with pytest.raises(ValueError, match="no profile"):
         load_profile("rush-hour-on-mars")
@@ -54,7 +105,25 @@ def test_the_smoke_profile_runs_on_its_own_server_and_its_audit_holds(tmp_path):
         "ledger_balances",
         "tickets_within_entitlement",
         "acknowledged_grants_recorded",
+        "acknowledged_rentals_recorded",
+        "acknowledged_settlements_recorded",
+        "settled_deposits_released_once",
+        "deposit_pool_matches_holds",
+        "units_out_once",
+        "freezes_resolved",
     }
+    # renting visitors: made at kiosks and desks, paid every way, picked up, returned, settled
+    counters = report["summary"]["counters"]
+    assert counters["rental.settled"] > 0 and counters["rental.picked_up"] > 0
+    assert counters.get("rental.held.preauth", 0) + counters.get("rental.held.cash", 0) > 0
+    assert sum(n for k, n in counters.items() if k.startswith("rental.refund_confirmed.")) > 0
+    for kind in ("rental.create", "rental.pickup", "rental.return", "rental.held"):
+        assert kinds[kind]["count"] > 0 and kinds[kind]["errors"] == 0, kind
+    settled = next(
+        c for c in report["audit"]["checks"] if c["name"].endswith("settlements_recorded")
+    )
+    assert f"({counters['rental.settled']})" in settled["promise"]
+    assert "## Rentals" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "throughput.png").read_bytes().startswith(b"\x89PNG")
     assert "scenic loadtest: smoke" in (tmp_path / "report.md").read_text()
 
