@@ -142,3 +142,25 @@ async def test_the_smoke_profile_drives_a_running_server_through_its_dsn(dsn, db
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["summary"]["kinds"]["payment.confirmed"]["count"] > 0
     assert await db.fetchval("SELECT count(*) FROM devices WHERE device_id LIKE 'G-LT-%'") == 4
+
+
+def test_the_rentals_benchmark_deals_every_desk_its_own_units():
+    from loadtest.rental_bench import units_by_desk
+
+    shelves = units_by_desk(32)
+    labels = [label for shelf in shelves for label in shelf]
+    assert len(labels) == len(set(labels)) == 300  # the demo park's units, each on one shelf
+    assert min(len(shelf) for shelf in shelves) >= 9
+    with pytest.raises(ValueError, match="only 300 units"):
+        units_by_desk(301)
+
+
+def test_the_rentals_benchmark_settles_every_rental_and_its_checks_hold(capsys):
+    from loadtest.cli import rentals_headline
+    from loadtest.rental_bench import measure
+
+    status, figures = measure(["--rentals", "40", "--desks", "4"])
+    assert status == 0, capsys.readouterr().out
+    assert figures["settled"] == 40 and figures["audit_ok"] and not figures["errors"]
+    line = rentals_headline(figures, 4000.0)
+    assert line.startswith("rentals settled: ") and "of the echo ceiling" in line
