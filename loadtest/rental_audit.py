@@ -76,8 +76,8 @@ async def _settlements(conn: asyncpg.Connection, world: RentalWorld) -> dict:
         """SELECT r.rental_id, r.status, h.resolution, h.amount_fen, h.posted_fen, h.voided_fen,
                   (SELECT coalesce(sum(e.amount_fen), 0)
                      FROM ledger_transactions t JOIN ledger_entries e USING (txn_id)
-                    WHERE t.rental_id = r.rental_id AND t.memo = 'compensation'
-                      AND e.account = 'receivable:rentals') AS owed_fen
+                    WHERE t.rental_id = r.rental_id AND e.account = 'receivable:rentals'
+                      AND e.amount_fen > 0) AS owed_fen
              FROM rentals r LEFT JOIN rental_holds h USING (rental_id)
             WHERE r.rental_id = any($1::text[])""",
         ids,

@@ -167,7 +167,12 @@ class Scenario:
         async with trio.open_nursery() as work:
             while True:
                 rate = rate_at(at - began)
-                at += self.rng.expovariate(rate) if rate > 0 else 0.5
+                if rate <= 0:  # nobody arrives now: look again a little later
+                    at += 0.1
+                    if at >= end:
+                        break
+                    continue
+                at += self.rng.expovariate(rate)
                 if at >= end:
                     break
                 await trio.sleep_until(at)

@@ -164,3 +164,39 @@ def test_the_rentals_benchmark_settles_every_rental_and_its_checks_hold(capsys):
     assert figures["settled"] == 40 and figures["audit_ok"] and not figures["errors"]
     line = rentals_headline(figures, 4000.0)
     assert line.startswith("rentals settled: ") and "of the echo ceiling" in line
+
+
+async def test_nobody_arrives_while_a_streams_rate_is_zero(autojump_clock):
+    import trio
+
+    from loadtest.metrics import Recorder
+    from loadtest.scenario import Scenario
+
+    profile = attrs.evolve(load_profile("smoke"), duration_s=10)
+    scenario = Scenario(profile, Recorder(), [], [], [], None)
+    arrivals: list[float] = []
+
+    async def arrive(at: float) -> None:
+        arrivals.append(at)
+
+    began = trio.current_time()
+    await scenario._arrivals(lambda elapsed: 0.0 if elapsed < 5 else 4.0, arrive, began)
+    assert arrivals and min(arrivals) >= began + 5 and max(arrivals) < began + 10
+
+
+def test_rentals_come_in_the_pickup_hours_at_their_share_of_the_sales():
+    import random
+
+    from actors.catalog import parse_catalog
+    from loadtest.rentals import RentalVisitors
+    from server.site import demo_catalog_source
+
+    profile = load_profile("golden-week")  # pickups 08:00-11:00 of a day 08:00-17:30
+    visitors = RentalVisitors(
+        profile, None, [], [], None, None, parse_catalog(demo_catalog_source()), random.Random(1)
+    )
+    end_of_pickups = 3 / 9.5 * profile.duration_s
+    assert visitors.rate(end_of_pickups + 0.01) == 0.0 and visitors.rate(end_of_pickups - 1) > 0
+    # at the peak (0.35 of the run is after the pickups): 0.15 x 8 x multiplier / (3 / 9.5)
+    at = 0.3 * profile.duration_s
+    assert visitors.rate(at) == pytest.approx(0.15 * 8 * profile.multiplier(at) / (3 / 9.5))
