@@ -4,11 +4,13 @@ Each is a letter saying what it is, the UTC date it was made, and random
 Crockford base32 characters, so ids sort by day, read aloud without
 ambiguity at a service desk, and fit the channels' 32-character limit on
 ``out_trade_no`` and ``out_refund_no``. Minting draws randomness, so only
-shells call these (the rules get ids inside their commands).
+shells call these (the rules get ids inside their commands); a derived
+number (:func:`derived_out_trade_no`) is drawn from a key instead.
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from datetime import datetime
 
@@ -50,6 +52,20 @@ def new_order_id(at: datetime) -> str:
 def new_out_trade_no(at: datetime) -> str:
     """A fresh merchant transaction number for one payment attempt."""
     return _minted("P", at, 14)
+
+
+def derived_out_trade_no(at: datetime, key: str) -> str:
+    """The merchant transaction number of the payment ``key`` names, dated ``at``.
+
+    The same key and date give the same number, so asking twice at once for
+    the payment of one record (a desk's double tap) starts one payment.
+    """
+    number = int.from_bytes(hashlib.sha256(key.encode()).digest()[:9])
+    chars = []
+    for _ in range(14):
+        number, digit = divmod(number, 32)
+        chars.append(_ALPHABET[digit])
+    return f"P{at:%Y%m%d}{''.join(chars)}"
 
 
 def new_out_refund_no(at: datetime) -> str:

@@ -4,8 +4,11 @@ After a run, against the server's database: every check of ``scenic audit``
 (no order collected twice, each duplicate refunded or its refund pending in
 the outbox, the ledger balanced, no ticket admitted beyond its entitlement,
 ...), plus what only the load generator knows: every order the server
-acknowledged exists, every order it announced as paid is paid, and every
-scan it granted is recorded as granted. A failure names the offending rows.
+acknowledged exists, every order it announced as paid is paid, every
+scan it granted is recorded as granted, and every rental acknowledgement
+(made, held, picked up, settled) with the deposit pool, the units and the
+freezes at the end (:mod:`loadtest.rental_audit`). A failure names the
+offending rows.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from collections.abc import Iterable
 
 import asyncpg
 
+from loadtest.rental_audit import rental_checks
+from loadtest.rentals import RentalWorld
 from server.audit import run_audit
 
 
@@ -22,6 +27,7 @@ async def audit_run(
     acknowledged_orders: Iterable[str],
     paid_orders: Iterable[str],
     granted_scans: Iterable[tuple[str, str]],
+    rentals: RentalWorld | None = None,
 ) -> dict:
     """Run every check; ``{"ok": bool, "checks": [{name, promise, ok, offenders}]}``."""
     conn = await asyncpg.connect(dsn)
@@ -83,6 +89,7 @@ async def audit_run(
                 "offenders": [dict(row) for row in rows],
             }
         )
+        checks += await rental_checks(conn, rentals or RentalWorld())
     finally:
         await conn.close()
     return {"ok": all(check["ok"] for check in checks), "checks": checks}

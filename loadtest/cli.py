@@ -140,9 +140,17 @@ async def check_server(url: str, timeout_s: float = 10.0) -> None:
 
 
 def run_benchmarks() -> int:
-    """The fixed benchmarks; prints one headline line each; 0 when every run was clean."""
-    from loadtest import payments, scans
+    """The fixed benchmarks; prints one headline line each; 0 when every run was clean.
 
+    The websocket echo ceiling (:mod:`loadtest.echo_ceiling`) is measured in
+    the same run and printed beside them, with each benchmark's requests a
+    second as a share of it.
+    """
+    from loadtest import payments, rental_bench, scans
+    from loadtest.echo_ceiling import measure_echo_ceiling
+
+    print("benchmark: the websocket echo ceiling (a bare trio-websocket + cbor2 echo server)")
+    ceiling, how = measure_echo_ceiling()
     print("benchmark: gate scans, 20 gates x 2 in flight, 60 s, every grant checked durable")
     scan_status, scan = scans.measure(
         ["--gates", "20", "--window", "2", "--tickets", "120000", "--seconds", "60"]
@@ -151,6 +159,8 @@ def run_benchmarks() -> int:
     pay_status, pay = payments.measure(
         ["--orders", "20000", "--connections", "2", "--window", "16", "--duplicates", "0.3"]
     )
+    print("benchmark: rentals settled, 32 rental desks x 1 visitor, create-cash-pickup-return")
+    rent_status, rent = rental_bench.measure(["--rentals", "3000", "--desks", "32"])
     print(
         _headline(
             "gate scans", scan, SCAN_TARGET, "durable" if scan.get("durable") else "NOT DURABLE"
@@ -164,7 +174,21 @@ def run_benchmarks() -> int:
             "audit clean" if pay.get("audit_ok") else "AUDIT FAILED",
         )
     )
-    return 0 if scan_status == 0 and pay_status == 0 else 1
+    print(rentals_headline(rent, ceiling))
+    print(f"echo ceiling: {ceiling:,.0f} requests/s ({how})" if ceiling else f"echo ceiling: {how}")
+    return 0 if scan_status == 0 and pay_status == 0 and rent_status == 0 else 1
+
+
+def rentals_headline(figures: dict, ceiling: float | None) -> str:
+    """The rentals benchmark's headline, its requests a second beside the echo ceiling."""
+    share = f" = {figures['requests_per_s'] / ceiling:.0%} of the echo ceiling" if ceiling else ""
+    return (
+        f"rentals settled: {figures['rate_per_s']:,.1f}/s sustained {figures['seconds']:.0f} s "
+        f"({figures['settled']:,} rentals, 4 requests each: "
+        f"{figures['requests_per_s']:,.0f} requests/s{share}), per rental p50 "
+        f"{figures['p50_ms']:.0f} ms, p99 {figures['p99_ms']:.0f} ms; "
+        f"{'audit clean' if figures.get('audit_ok') else 'AUDIT FAILED'}"
+    )
 
 
 def _headline(name: str, figures: dict, target: dict, note: str) -> str:

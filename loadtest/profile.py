@@ -14,6 +14,8 @@ from pathlib import Path
 
 import attrs
 
+from loadtest.rental_profile import RentalsProfile, parse_rentals
+
 
 @attrs.frozen
 class Profile:
@@ -44,6 +46,8 @@ class Profile:
     forged: float
     exit: float
     no_walk: float
+    rental_desks: int = 0
+    rentals: RentalsProfile = attrs.field(factory=RentalsProfile)
 
     def multiplier(self, elapsed_s: float) -> float:
         """The peak curve at ``elapsed_s``: linear between the profile's points."""
@@ -88,6 +92,9 @@ def parse_profile(name: str, text: str) -> Profile:
             raise ValueError(f"[{key}] must be a table")
         return value
 
+    unknown = sorted(set(data) - {"run", "server", "devices", "sales", "scans", "rentals"})
+    if unknown:
+        raise ValueError(f"[{unknown[0]}] is not a profile table")
     run, server, devices = section("run"), section("server"), section("devices")
     sales, scans = section("sales"), section("scans")
 
@@ -115,6 +122,10 @@ def parse_profile(name: str, text: str) -> Profile:
     ):
         raise ValueError("sales.tickets_per_order must be [least, most] within 1..200")
     share = {"low": 0.0, "high": 1.0}
+    rentals = parse_rentals(data.get("rentals", {}), demo_rental_items())
+    rental_desks = int(number(devices, "rental_desks", "devices", 0, 0, 500))
+    if rentals.share > 0 and rental_desks == 0:
+        raise ValueError("devices.rental_desks must be at least 1 when rentals.share > 0")
     return Profile(
         name=name,
         description=str(run.get("description", name)),
@@ -141,4 +152,18 @@ def parse_profile(name: str, text: str) -> Profile:
         forged=number(scans, "forged", "scans", 0.0, **share),
         exit=number(scans, "exit", "scans", 0.0, **share),
         no_walk=number(scans, "no_walk", "scans", 0.0, **share),
+        rental_desks=rental_desks,
+        rentals=rentals,
     )
+
+
+def demo_rental_items() -> dict[str, int]:
+    """The demo park's rental items (the park a load test sells) and how many units each has."""
+    from actors.catalog import parse_catalog
+    from server.site import demo_catalog_source
+
+    catalog = parse_catalog(demo_catalog_source())
+    counts: dict[str, int] = {item.item_id: 0 for item in catalog.rental_items}
+    for unit in catalog.rental_units:
+        counts[unit.item_id] += 1
+    return counts

@@ -6,8 +6,9 @@ and free-form metadata) and writes into one directory:
 
 * ``report.json``: all of it, to compare runs or feed other tools;
 * ``report.md``: the run at a glance: metadata, a table of request kinds,
-  counters, every audit check (``ok`` or ``FAIL`` with its first offenders),
-  and the charts;
+  the rentals (made, held, picked up, settled, refused by code, refunds
+  confirmed, and the rental ops' p50/p99), counters, every audit check
+  (``ok`` or ``FAIL`` with its first offenders), and the charts;
 * ``throughput.png``: completions per second over time, one line per kind;
 * ``latency.png``: p50 (dashed) and p99 (solid) per kind over time, log scale.
 
@@ -81,6 +82,7 @@ def render_markdown(
         f"# {title}",
         _meta_section(meta, summary),
         _kinds_section(summary.get("kinds", {})),
+        _rentals_section(summary),
         _counters_section(summary.get("counters", {})),
         _audit_section(audit),
         "## Charts\n\n" + "\n\n".join(f"![{caption}]({path})" for caption, path in charts.items()),
@@ -110,6 +112,60 @@ def _kinds_section(kinds: dict) -> str:
     ]
     if failed:
         text += "\n\nErrors by code:\n\n" + "\n".join(failed)
+    return text
+
+
+def rentals_figures(summary: dict) -> dict[str, int]:
+    """The rentals of a run at a glance, from its counters: made, held, ..., refused by code.
+
+    Keys: ``made``, ``held``, ``picked up``, ``settled``, ``cancelled``,
+    ``refunds confirmed``, ``compensation owed``, then ``refused: <code>``
+    for each refusal code seen. Empty when the run rented nothing.
+    """
+    counters = summary.get("counters", {})
+    if not any(name.startswith("rental.") for name in counters):
+        return {}
+
+    def total(prefix: str) -> int:
+        return sum(n for name, n in counters.items() if name.startswith(prefix))
+
+    figures = {
+        "made": counters.get("rental.created", 0),
+        "held": total("rental.held."),
+        "picked up": counters.get("rental.picked_up", 0),
+        "settled": counters.get("rental.settled", 0),
+        "cancelled": counters.get("rental.cancelled", 0),
+        "refunds confirmed": total("rental.refund_confirmed."),
+        "compensation owed": counters.get("rental.compensation", 0),
+    }
+    for name, n in counters.items():
+        if name.startswith("rental.refused."):
+            figures[f"refused: {name.removeprefix('rental.refused.')}"] = n
+    return figures
+
+
+def _rentals_section(summary: dict) -> str:
+    figures = rentals_figures(summary)
+    if not figures:
+        return ""
+    text = "## Rentals\n\n" + _table(
+        ["rentals", "count"], [[name, _cell(n)] for name, n in figures.items()]
+    )
+    kinds = {k: s for k, s in summary.get("kinds", {}).items() if k.startswith("rental.")}
+    if kinds:
+        text += "\n\n" + _table(
+            ["rental op", "count", "p50 ms", "p99 ms", "errors"],
+            [
+                [
+                    f"`{k}`",
+                    _cell(s.get("count")),
+                    _cell(s.get("p50_ms")),
+                    _cell(s.get("p99_ms")),
+                    _cell(s.get("errors")),
+                ]
+                for k, s in kinds.items()
+            ],
+        )
     return text
 
 

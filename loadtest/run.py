@@ -38,6 +38,7 @@ from loadtest.local_server import (
 from loadtest.metrics import Recorder
 from loadtest.profile import Profile
 from loadtest.progress import show_progress
+from loadtest.rentals import RENTAL_KINDS
 from loadtest.report import write_report
 from loadtest.scenario import Scenario, expected_sales
 from server.channels.keys import load_or_create_channel_keys
@@ -54,6 +55,7 @@ KINDS = (
     "order.refund",
     "ticket.scan",
     "gate.passage",
+    *RENTAL_KINDS,
 )
 
 
@@ -73,6 +75,7 @@ def device_plan(profile: Profile) -> dict[str, str]:
     devices = {f"lt-kiosk-{n:02d}": "kiosk" for n in range(profile.kiosks)}
     devices |= {f"lt-counter-{n:02d}": "counter" for n in range(profile.counters)}
     devices |= {f"G-LT-{n:02d}": "gate" for n in range(profile.gates)}
+    devices |= {f"lt-desk-{n:02d}": "rental" for n in range(profile.rental_desks)}
     devices |= {"lt-channel": "channel"}
     return devices
 
@@ -179,8 +182,9 @@ async def drive(profile: Profile, target: Target, *, progress: bool = True) -> t
         kiosks = [await opened(d) for d in sorted(tokens) if d.startswith("lt-kiosk")]
         counters = [await opened(d) for d in sorted(tokens) if d.startswith("lt-counter")]
         gates = [(d, await opened(d)) for d in sorted(tokens) if d.startswith("G-LT")]
-        pay = await _payer(nursery, target, kiosks)
-        scenario = Scenario(profile, recorder, kiosks, counters, gates, pay)
+        desks = [await opened(d) for d in sorted(tokens) if d.startswith("lt-desk")]
+        pay, authorize = await _payer(nursery, target, kiosks)
+        scenario = Scenario(profile, recorder, kiosks, counters, gates, pay, desks, authorize)
         await scenario.presell()
         recorder.started()
         if progress:
@@ -191,14 +195,23 @@ async def drive(profile: Profile, target: Target, *, progress: bool = True) -> t
     world = scenario.world
     audit = await trio.to_thread.run_sync(  # asyncpg wants asyncio: its own loop, in a thread
         lambda: asyncio.run(
-            audit_run(target.dsn, world.acknowledged_orders, world.paid_orders, world.granted_scans)
+            audit_run(
+                target.dsn,
+                world.acknowledged_orders,
+                world.paid_orders,
+                world.granted_scans,
+                scenario.rentals.world,
+            )
         )
     )
     return recorder.summary(), audit
 
 
 async def _payer(nursery: trio.Nursery, target: Target, kiosks):
-    """How a visitor pays: through the channel-sim's API, or the server's ``sim.pay``."""
+    """How a visitor pays and approves a freeze: (pay, authorize).
+
+    Through the channel-sim's API, or the server's ``sim.pay`` and ``sim.authorize``.
+    """
     if target.channel_sim_url:
         keys = load_or_create_channel_keys(target.keys_path) if target.keys_path else {}
         channels = {}
@@ -210,12 +223,23 @@ async def _payer(nursery: trio.Nursery, target: Target, kiosks):
         async def pay(channel: str, out_trade_no: str) -> dict:
             return await channels[channel].pay(out_trade_no)
 
-        return pay
+        async def authorize(out_order_no: str, out_request_no: str) -> dict:
+            return await channels["alipay"].authorize_freeze(out_order_no, out_request_no)
+
+        return pay, authorize
 
     async def pay_in_process(channel: str, out_trade_no: str) -> dict:
         return await kiosks[0].request("sim.pay", channel=channel, out_trade_no=out_trade_no)
 
-    return pay_in_process
+    async def authorize_in_process(out_order_no: str, out_request_no: str) -> dict:
+        return await kiosks[0].request(
+            "sim.authorize",
+            channel="alipay",
+            out_order_no=out_order_no,
+            out_request_no=out_request_no,
+        )
+
+    return pay_in_process, authorize_in_process
 
 
 async def _remote(name: str, url: str, key: bytes, task_status=trio.TASK_STATUS_IGNORED):
@@ -309,6 +333,12 @@ def _headline(summary: dict, audit: dict) -> str:
                 f"{kind} {figures['rate_per_s']:,.0f}/s p99 {figures['p99_ms']:.0f} ms"
                 f" ({figures['errors']} errors)"
             )
+    counters = summary.get("counters", {})
+    if counters.get("rental.created"):
+        parts.append(
+            f"rentals {counters['rental.created']} made, {counters.get('rental.settled', 0)}"
+            " settled"
+        )
     held = sum(c["ok"] for c in audit["checks"])
     parts.append(f"audit {held}/{len(audit['checks'])} hold")
     return "; ".join(parts)

@@ -13,7 +13,9 @@ the channel simulator (sometimes both, sometimes in the order's last moments,
 so the delayed notification finds it expired), or buy at a counter and pay
 cash; some get a ticket refunded at
 the desk. Gates scan the tickets sold: first entries, second scans, forged
-codes, refunded tickets, exits; most granted visitors walk through.
+codes, refunded tickets, exits; most granted visitors walk through. A share
+of the visitors also rent equipment in the morning and bring it back in the
+afternoon (:mod:`loadtest.rentals`), a stream of arrivals of its own.
 """
 
 from __future__ import annotations
@@ -29,10 +31,13 @@ from zoneinfo import ZoneInfo
 import attrs
 import trio
 
+from actors.catalog import parse_catalog
 from actors.channels import QR_CHANNELS
 from clients.client import Client, RemoteError
 from loadtest.metrics import Recorder
 from loadtest.profile import Profile
+from loadtest.rentals import Authorize, RentalVisitors
+from server.site import demo_catalog_source
 
 #: the most arrivals of one stream still in flight; more are counted as skipped
 MAX_IN_FLIGHT = 512
@@ -75,6 +80,8 @@ class Scenario:
         counters: list[Client],
         gates: list[tuple[str, Client]],
         pay: Pay,
+        desks: list[Client] = (),
+        authorize: Authorize | None = None,
     ) -> None:
         self.profile = profile
         self.recorder = recorder
@@ -88,6 +95,17 @@ class Scenario:
         today = datetime.now(ZoneInfo("Asia/Shanghai")).date()
         self.today = today.isoformat()
         self.tomorrow = (today + timedelta(days=1)).isoformat()
+        self.desks = list(desks)
+        self.rentals = RentalVisitors(
+            profile,
+            recorder,
+            kiosks,
+            self.desks,
+            pay,
+            authorize,
+            parse_catalog(demo_catalog_source()),  # the park the load test sells
+            random.Random(profile.seed + 1),
+        )
 
     async def presell(self) -> None:
         """Sell the profile's ``presold`` tickets for today before the run (not measured)."""
@@ -115,12 +133,17 @@ class Scenario:
     async def run(self) -> None:
         """Run the whole profile: arrivals for ``duration_s``, then a bounded grace."""
         async with trio.open_nursery() as pumps:
-            for client in self.kiosks + self.counters:
+            for client in self.kiosks + self.counters + self.desks:
                 pumps.start_soon(self._events, client)
             began = trio.current_time()
+            self.rentals.began = began
             with trio.move_on_at(began + self.profile.duration_s + GRACE_S):
                 async with trio.open_nursery() as streams:
                     streams.start_soon(self._arrivals, self._sales_rate, self._sale, began)
+                    if self.rentals.active:
+                        streams.start_soon(
+                            self._arrivals, self.rentals.rate, self.rentals.rent, began
+                        )
                     for gate_id, gate in self.gates:
                         streams.start_soon(
                             self._arrivals,
@@ -144,7 +167,12 @@ class Scenario:
         async with trio.open_nursery() as work:
             while True:
                 rate = rate_at(at - began)
-                at += self.rng.expovariate(rate) if rate > 0 else 0.5
+                if rate <= 0:  # nobody arrives now: look again a little later
+                    at += 0.1
+                    if at >= end:
+                        break
+                    continue
+                at += self.rng.expovariate(rate)
                 if at >= end:
                     break
                 await trio.sleep_until(at)
@@ -324,6 +352,8 @@ class Scenario:
                 self.world.paid_events.setdefault(order_id, trio.Event()).set()
             elif event == "payment.refunded":
                 self.recorder.count(f"refund.{data['reason']}")
+            else:
+                self.rentals.on_event(event, data)
 
     # -- gates ---------------------------------------------------------------------
 

@@ -4,7 +4,10 @@
 ``scenic device add|list|revoke`` manage the devices allowed to connect,
 ``scenic catalog load|show`` the catalog on sale and ``scenic audit`` checks
 the money invariants, all against the same data directory or DSN;
-``scenic db dsn`` prints the DSN of that database; ``scenic channel-sim``
+``scenic report rentals`` prints a business date's rental report (and writes
+it as CSV and a PNG chart), ``scenic report daily`` its morning report (CSV
+and two PNG charts too); ``scenic db dsn`` prints the DSN of that
+database; ``scenic channel-sim``
 runs the payment channel simulator as its own process. Every flag has a
 ``SCENIC_*`` environment variable and a default (see :mod:`server.config`).
 
@@ -40,6 +43,7 @@ from server.flags import (
     daily_time,
     log_level,
     port_number,
+    report_date,
     seconds,
     websocket_url,
     worker_count,
@@ -165,6 +169,63 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 600; SCENIC_REFUND_BOUND_S).",
     )
     audit.set_defaults(run=_audit)
+
+    report = _command(
+        commands,
+        "report",
+        "Print a report of one business date: rentals, or the daily (morning) report.",
+        "docs/reports.md defines every figure.",
+    )
+    report_commands = report.add_subparsers(dest="report_command", required=True, metavar="REPORT")
+    rentals = _command(
+        report_commands,
+        "rentals",
+        "The rentals of a business date: counts per item type, money, deposits, pickups and "
+        "returns by hour, utilization, who rents.",
+    )
+    rentals.add_argument(
+        "--date",
+        type=report_date,
+        metavar="YYYY-MM-DD",
+        help="The site's business date to report (default: today's, in the catalog's time zone).",
+    )
+    rentals.add_argument(
+        "--csv", type=Path, metavar="FILE", help="Also write the figures to FILE as CSV."
+    )
+    rentals.add_argument(
+        "--png",
+        type=Path,
+        metavar="FILE",
+        help="Also draw pickups and returns by hour and the utilization into FILE (PNG).",
+    )
+    _add_database_flags(rentals)
+    rentals.set_defaults(run=_report_rentals)
+    daily = _command(
+        report_commands,
+        "daily",
+        "The morning report of a business date: sales by product, channel and device; refunds "
+        "by reason; gate entries and exits by hour and gate; peak occupancy per zone; "
+        "deposits; the reconciliation result.",
+    )
+    daily.add_argument(
+        "--date",
+        type=report_date,
+        metavar="YYYY-MM-DD",
+        help="The site's business date to report (default: today's, in the catalog's time zone).",
+    )
+    daily.add_argument(
+        "--csv", type=Path, metavar="FILE", help="Also write the figures to FILE as CSV."
+    )
+    daily.add_argument(
+        "--png",
+        type=Path,
+        metavar="DIR|PREFIX",
+        help="Also draw entries per hour and sales by channel as two PNG files: "
+        "DIR/daily-DATE-entries.png and DIR/daily-DATE-sales.png for a directory, "
+        "else PREFIX-entries.png and PREFIX-sales.png.",
+    )
+    _add_database_flags(daily)
+    daily.set_defaults(run=_report_daily)
 
     channel_keys = _command(
         commands,
@@ -499,6 +560,71 @@ async def _audit(config: ServerConfig, args: argparse.Namespace) -> int:
         failed += not result.ok
     print(f"{len(results) - failed} of {len(results)} checks hold")
     return 1 if failed else 0
+
+
+@_with_database
+async def _report_daily(db: Database, args: argparse.Namespace) -> int:
+    from server.daily_report_output import report_csv, report_pngs, report_table
+    from server.handlers.daily_reports import build_daily_report
+
+    source = await db.run(site.load_catalog_source)
+    if source is None:
+        print(
+            "scenic: no catalog loaded, so no day to report; scenic catalog load FILE",
+            file=sys.stderr,
+        )
+        return 1
+    catalog = parse_catalog(source)
+    now = datetime.now(UTC)
+    day = args.date or business_date(catalog, now)
+    report = await build_daily_report(db, catalog, day, now)
+    for path, write in (
+        (args.csv, lambda p: p.write_text(report_csv(report), encoding="utf-8", newline="")),
+        (args.png, lambda p: report_pngs(report, p)),
+    ):
+        if path is None:
+            continue
+        try:
+            await trio.to_thread.run_sync(write, path)
+        except OSError as exc:
+            print(
+                f"scenic: cannot write {exc.filename or path}: {exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            return 1
+    print(report_table(report), end="")
+    return 0
+
+
+@_with_database
+async def _report_rentals(db: Database, args: argparse.Namespace) -> int:
+    from server.handlers.rental_reports import build_rental_report
+    from server.rental_report_output import report_csv, report_png, report_table
+
+    source = await db.run(site.load_catalog_source)
+    if source is None:
+        print(
+            "scenic: no catalog loaded, so no rentals to report; scenic catalog load FILE",
+            file=sys.stderr,
+        )
+        return 1
+    catalog = parse_catalog(source)
+    now = datetime.now(UTC)
+    day = args.date or business_date(catalog, now)
+    report = await build_rental_report(db, catalog, day, now)
+    for path, write in (
+        (args.csv, lambda p: p.write_text(report_csv(report), encoding="utf-8", newline="")),
+        (args.png, lambda p: report_png(report, p)),
+    ):
+        if path is None:
+            continue
+        try:
+            await trio.to_thread.run_sync(write, path)
+        except OSError as exc:
+            print(f"scenic: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+    print(report_table(report), end="")
+    return 0
 
 
 @_with_database

@@ -30,8 +30,8 @@ import trio
 
 from actors.orders.effects import order_paid_data, refunded_data
 from actors.orders.state import Order
-from actors.rentals.pushes import voucher_data
-from actors.rentals.state import Rental
+from actors.rentals.pushes import forfeited_data, settled_data, voucher_data
+from actors.rentals.state import Rental, RentalStatus
 from server.storage.database import Database
 
 log = logging.getLogger("scenic.fanout")
@@ -218,12 +218,28 @@ async def _receive_rental(
     pushes: Pushes,
     load_rental: Callable[[str], Awaitable[Rental | None]] | None,
 ) -> None:
-    """A rental's push another process made for a device connected here."""
+    """A rental's push another process made for a device connected here.
+
+    ``deposit.refunded`` travels whole; the voucher, the settlement and the
+    forfeit carry only the rental's id, and their data is built from the
+    rental as stored (once it is in the state the event says).
+    """
     kind = notice["kind"]
     if "data" in notice:  # deposit.refunded: small, it travels whole
         pushes.to_device(device, kind, notice["data"], local=True)
         return
-    if kind == "rental.voucher" and load_rental is not None:
-        rental = await load_rental(notice["rental"])
-        if rental is not None and rental.voucher is not None:
-            pushes.to_device(device, kind, voucher_data(rental), local=True)
+    built = _RENTAL_PUSHES.get(kind)
+    if built is None or load_rental is None:
+        return
+    rental = await load_rental(notice["rental"])
+    ready, data_of = built
+    if rental is not None and ready(rental):
+        pushes.to_device(device, kind, data_of(rental), local=True)
+
+
+#: the rental pushes rebuilt from the stored rental: when the rental shows it, and its data
+_RENTAL_PUSHES: dict[str, tuple[Callable[[Rental], bool], Callable[[Rental], dict[str, Any]]]] = {
+    "rental.voucher": (lambda rental: rental.voucher is not None, voucher_data),
+    "rental.settled": (lambda rental: rental.split is not None, settled_data),
+    "deposit.forfeited": (lambda rental: rental.status is RentalStatus.FORFEITED, forfeited_data),
+}

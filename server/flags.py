@@ -10,9 +10,20 @@ variable refuse the same values.
 from __future__ import annotations
 
 import argparse
+from datetime import date
 from typing import Any
 
 from server.config import setting_problem
+
+
+def report_date(text: str) -> date:
+    """A calendar date written YYYY-MM-DD (a business date to report)."""
+    try:
+        if len(text) != 10:
+            raise ValueError(text)
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date: give it as YYYY-MM-DD") from None
 
 
 def port_number(text: str) -> int:

@@ -22,6 +22,7 @@ import trio
 
 from actors.ids import new_out_trade_no
 from actors.rentals.commands import ConvertFreeze, ExpireRental, MarkOverdue, ReportLapse
+from actors.rentals.domain import RentalRefused
 from actors.rentals.state import Rental
 from actors.rentals.timers import Deadline, Timer, deadlines_of
 
@@ -88,6 +89,19 @@ class RentalTimers:
                 outcome = await self._report_lapse(deadline.rental_id, now)
             else:
                 outcome = await self._ask(deadline.rental_id, _command(deadline, now))
+        except RentalRefused as exc:
+            # The rules' last word on a rental that moved on (converted, resolved, lapsed):
+            # nothing to try again; its next deadlines come with the change that moved it.
+            log.info(
+                "rental_timer.refused",
+                extra={
+                    "rental": deadline.rental_id,
+                    "timer": deadline.timer.value,
+                    "code": exc.code,
+                    "detail": exc.message,
+                },
+            )
+            return
         except Exception:
             log.exception(
                 "rental_timer.failed",
@@ -104,7 +118,7 @@ class RentalTimers:
     async def _report_lapse(self, rental_id: str, now: datetime) -> Any:
         """At a freeze's timeout: if its channel let it lapse unconverted, the rental hears so."""
         rental = await self._load(rental_id)
-        if rental is None or rental.hold is None or not rental.hold.frozen:
+        if rental is None or rental.hold is None or not rental.hold.may_lapse:
             return None  # converted or resolved meanwhile
         if not await self._freeze_lapsed(rental):
             raise RuntimeError(

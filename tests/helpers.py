@@ -51,6 +51,7 @@ async def running_server(
     clock: Callable[[], datetime] = utc_now,
     notify_policy: NotifyPolicy | None = None,
     port: int = 0,
+    channels: ChannelSet | None = None,
     **config_overrides,
 ) -> AsyncIterator[RunningServer]:
     """Register ``device_roles`` ({id: role}), run a server on a free port, stop it on exit.
@@ -58,7 +59,9 @@ async def running_server(
     The server sells the demo park and simulates WeChat Pay and Alipay
     in-process, with merchant keys in a temporary directory: the same keys
     for every server on one test database (they are drawn from the DSN), as
-    servers sharing a database must have.
+    servers sharing a database must have. ``channels`` (another server's
+    :attr:`RunningServer.channels`) makes this server use the same simulated
+    channels' books, as servers in front of one real channel do.
     """
     tokens = {}
     for device_id, role in device_roles.items():
@@ -82,7 +85,7 @@ async def running_server(
         **config_overrides,
     )
     shutdown = trio.Event()
-    channels = build_channels(config, clock, notify_policy)
+    channels = channels or build_channels(config, clock, notify_policy)
     try:
         async with trio.open_nursery() as nursery:
             info = await nursery.start(

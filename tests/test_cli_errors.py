@@ -41,6 +41,7 @@ DSN_COMMANDS = [
     ["keys", "list"],
     ["keys", "rotate"],
     ["keys", "retire", "K1"],
+    ["report", "rentals"],
 ]
 
 

@@ -210,6 +210,20 @@ async def test_cash_at_the_counter_is_idempotent_by_key_and_a_second_payment_ref
     await assert_audit_clean(db)
 
 
+async def test_cash_recorded_twice_at_once_with_one_key_is_one_payment(dsn, db):
+    async with running_server(dsn, db, DEVICES) as server:
+        async with connect(server.url, "counter-1", server.tokens["counter-1"]) as counter:
+            order = await counter.request("order.create", client_key="tap", lines=adults(1))
+            args = {"order": order["order"], "channel": "cash", "amount_fen": 12000, "key": "d"}
+            taps = [await counter.start_request("payment.record", args) for _ in range(2)]
+            replies = [await tap.wait() for tap in taps]
+    assert [r["result"] for r in replies] == ["captured", "captured"]
+    assert await db.fetchval("SELECT count(*) FROM payments") == 1
+    assert await db.fetchval("SELECT count(*) FROM payment_confirmations") == 1
+    assert await db.fetchval("SELECT count(*) FROM refunds") == 0
+    await assert_audit_clean(db)
+
+
 async def test_staff_refund_of_one_unused_ticket_voids_it_and_pays_it_back(dsn, db):
     async with running_server(dsn, db, DEVICES) as server:
         async with (

@@ -336,7 +336,8 @@ def react(before: Rental | None, event: Event, after: Rental) -> list[Effect]:
     if isinstance(event, RefundFailed):
         refund = after.refunds[event.out_refund_no]
         data = refunded_data(after, "refund", event.out_refund_no, refund.amount_fen, False)
-        return [PushToRole("admin", "refund.failed", {**data, "failure": event.failure})]
+        failed = {**data, "state": "failed", "failure": event.failure}
+        return [PushToRole("admin", "refund.failed", failed)]
     if isinstance(event, FreezeLapsed):
         data = {"rental": rid, "out_order_no": event.out_order_no, "amount_fen": event.amount_fen}
         return [PushToRole("admin", "deposit.lapsed", data)]

@@ -250,6 +250,11 @@ class FreezeConverting:
     rental_id: str
     conversion: ConversionRecord
 
+    @property
+    def at(self) -> datetime:
+        """When the conversion was asked (every event says when it happened)."""
+        return self.conversion.at
+
 
 @attrs.frozen
 class ConversionConfirmed:

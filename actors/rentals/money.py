@@ -227,6 +227,8 @@ def decide_confirm_conversion(rental: Rental, command: ConfirmConversion) -> lis
         )
     if conversion.confirmed:
         return []
+    if rental.hold.secured_fen == 0:
+        raise RentalRefused("the freeze lapsed before it was converted", code="freeze_lapsed")
     if command.amount_fen != conversion.amount_fen:
         raise RentalRefused(
             f"{command.amount_fen} converted where {conversion.amount_fen} was asked",
@@ -254,9 +256,14 @@ def decide_confirm_unfreeze(rental: Rental, command: ConfirmUnfreeze) -> list[Ev
 
 
 def decide_lapse(rental: Rental, command: ReportLapse) -> list[Event]:
-    """The freeze lapsed unconverted: the hold is void; a rental not picked up is cancelled."""
+    """The freeze lapsed unconverted: the hold is void; a rental not picked up is cancelled.
+
+    Also when its whole conversion was asked and the channel never made
+    it before the timeout (the channel says the freeze lapsed, so nothing
+    was converted).
+    """
     hold = _frozen_hold(rental)
-    if not hold.frozen:
+    if not hold.may_lapse:
         return []  # converted or resolved: the channel's close answers that work
     assert hold.expires_at is not None and hold.out_order_no is not None
     if command.at < hold.expires_at:

@@ -367,6 +367,21 @@ class Hold:
             and self.resolution is None
         )
 
+    @property
+    def may_lapse(self) -> bool:
+        """True while the freeze can still lapse at its channel: unresolved, nothing converted.
+
+        A conversion asked but not confirmed does not count: while the
+        channel refuses it (busy) the freeze's timeout can pass, and then
+        the channel let the money go.
+        """
+        conversion = self.conversion
+        return (
+            self.route is DepositRoute.PREAUTH
+            and self.resolution is None
+            and (conversion is None or not conversion.confirmed)
+        )
+
 
 @attrs.frozen
 class Rental:

@@ -50,8 +50,8 @@ def deadlines_of(rental: Rental) -> list[Deadline]:
     if rental.status is RentalStatus.OUT and not rental.overdue and rental.due_at is not None:
         found.append(Deadline(rental.due_at, rental.rental_id, Timer.DUE))
     hold = rental.hold
-    if hold is not None and hold.frozen and hold.expires_at is not None:
-        if hold.convert_by is not None:
+    if hold is not None and hold.may_lapse and hold.expires_at is not None:
+        if hold.frozen and hold.convert_by is not None:
             found.append(Deadline(hold.convert_by, rental.rental_id, Timer.CONVERT))
         found.append(Deadline(hold.expires_at, rental.rental_id, Timer.LAPSE))
     return found

@@ -84,7 +84,10 @@ class PaymentStatus:
     ``NOTPAY`` (waiting), ``SUCCESS`` (paid), ``CLOSED`` (closed unpaid),
     ``REFUND`` (paid, then refunded in part or whole). ``amount_fen`` is what
     the payment was created for; ``paid_fen`` what the channel collected
-    (``None`` until paid): the amount any refund is bounded by.
+    (``None`` until paid): the amount any refund is bounded by. ``payer`` is
+    the channel's identifier of who paid (WeChat Pay's ``payer.openid``,
+    Alipay's ``buyer_user_id``; ``None`` until paid): personal data, shown
+    only through :func:`server.payer_mask.mask_payer` and never stored.
     """
 
     out_trade_no: str
@@ -93,6 +96,7 @@ class PaymentStatus:
     channel_txn_id: str | None = None
     paid_at: datetime | None = None
     paid_fen: int | None = None
+    payer: str | None = None
 
 
 @attrs.frozen

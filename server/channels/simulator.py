@@ -105,6 +105,8 @@ class _Payment:
     paid_at: datetime | None = None
     #: what the visitor paid: the amount notified, queried, refundable and billed
     paid_fen: int | None = None
+    #: who paid, as the channel names them (an openid, an Alipay buyer id)
+    payer: str | None = None
 
 
 @attrs.define
@@ -268,6 +270,7 @@ class ChannelSimulator:
             payment.channel_txn_id,
             payment.paid_at,
             payment.paid_fen,
+            payment.payer,
         )
 
     def close_payment(self, out_trade_no: str) -> None:
@@ -546,7 +549,12 @@ class ChannelSimulator:
     # -- visitor side ----------------------------------------------------------------
 
     def pay(
-        self, out_trade_no: str, *, amount_fen: int | None = None, at: datetime | None = None
+        self,
+        out_trade_no: str,
+        *,
+        amount_fen: int | None = None,
+        at: datetime | None = None,
+        payer: str | None = None,
     ) -> dict[str, Any]:
         """A visitor pays: the payment becomes paid; returns the unsigned notification.
 
@@ -555,7 +563,9 @@ class ChannelSimulator:
         ``paid_at`` (epoch seconds). ``amount_fen`` makes the visitor pay
         another amount than the payment asked for (a wrong-amount payment):
         the channel collects it, notifies it, reports it to queries and bounds
-        refunds by it. Raises ``not_found``, ``closed`` (closed or expired),
+        refunds by it. The payer (a fresh openid or Alipay buyer id, or
+        ``payer``) is reported to queries only, as the real channels' query
+        answers carry it. Raises ``not_found``, ``closed`` (closed or expired),
         ``already_paid`` or ``bad_request`` (an amount below 1 fen).
         """
         payment = self._payment(out_trade_no)
@@ -571,6 +581,7 @@ class ChannelSimulator:
         payment.channel_txn_id = self._new_id(lambda: self._txn_id_candidate(at))
         payment.paid_at = at
         payment.paid_fen = paid_fen
+        payment.payer = payer or self._payer_candidate()
         return {
             "channel": self.name,
             "out_trade_no": out_trade_no,
@@ -686,6 +697,11 @@ class ChannelSimulator:
             return f"420000{self._digits(4)}{day}{self._digits(10)}"
         return f"{day}2200{self._digits(16)}"
 
+    def _payer_candidate(self) -> str:
+        if self.name == "wechat":  # an openid: "o" and 27 characters of [A-Za-z0-9_-]
+            return "o" + "".join(self._rng.choices(_OPENID_CHARS, k=27))
+        return f"2088{self._digits(12)}"  # an Alipay buyer_user_id
+
     def _token_candidate(self) -> str:
         return "".join(self._rng.choices(_TOKEN_CHARS, k=24))
 
@@ -700,6 +716,7 @@ class ChannelSimulator:
 
 
 _TOKEN_CHARS = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"
+_OPENID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
 
 
 def _is_number(value: Any) -> bool:

@@ -5,10 +5,30 @@
 
 from __future__ import annotations
 
-from server.handlers import core, gates, orders, reconciliation, rentals, simulator
+from server.handlers import (
+    core,
+    daily_reports,
+    desk,
+    gates,
+    orders,
+    reconciliation,
+    rental_reports,
+    rentals,
+    simulator,
+)
 from server.ops import OpTable
 
 
 def build_op_table() -> OpTable:
     """Every op the server offers."""
-    return OpTable(core.OPS, orders.OPS, gates.OPS, rentals.OPS, simulator.OPS, reconciliation.OPS)
+    return OpTable(
+        core.OPS,
+        orders.OPS,
+        desk.OPS,
+        gates.OPS,
+        rentals.OPS,
+        rental_reports.OPS,
+        daily_reports.OPS,
+        simulator.OPS,
+        reconciliation.OPS,
+    )

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from actors.catalog import WHOLE_DAY, Catalog
 from actors.channels import COUNTER_CHANNELS, QR_CHANNELS, pattern_of
-from actors.ids import new_order_id, new_out_refund_no, new_out_trade_no
+from actors.ids import derived_out_trade_no, new_order_id, new_out_refund_no, new_out_trade_no
 from actors.orders.actor import OrderOutcome
 from actors.orders.domain import (
     CancelOrder,
@@ -31,9 +31,10 @@ from actors.orders.domain import (
 )
 from server.errors import BadRequest, NotFound, ScenicError
 from server.gates import TicketUse
-from server.handlers.rentals import confirm_rental_payment
+from server.handlers.rentals import confirm_rental_payment, rental_catalog_view
 from server.ops import OpContext, OpGroup
 from server.schema import Arg
+from server.storage import desk as desk_queries
 from server.storage import orders as order_queries
 from server.storage import rentals as rental_queries
 from server.storage import tickets as ticket_queries
@@ -148,7 +149,7 @@ OPS = OpGroup()
 
 @OPS.op("catalog.list", roles={"kiosk", "counter", "admin", "rental"})
 async def catalog_list(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-    """The site, its time slots and the products on sale."""
+    """The site, its time slots, the products on sale and the rental items with their terms."""
     catalog = ctx.services.current_catalog()
     return {
         "site": {"name_zh": catalog.name_zh, "name_en": catalog.name_en},
@@ -170,9 +171,11 @@ async def catalog_list(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
                 "entries": p.entries_allowed,
                 "needs_slot": p.needs_slot,
                 "zones": list(p.zones),
+                "includes_rentals": dict(p.includes_rentals),
             }
             for p in catalog.products
         ],
+        **rental_catalog_view(catalog),
     }
 
 
@@ -232,13 +235,13 @@ async def order_create(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         existing = await services.db.run(
             order_queries.order_for_client_key, ctx.device_id, args["client_key"]
         )
-    return await order_view(await _current(services, existing), services)
+    return await order_view(await current_order(services, existing), services)
 
 
 @OPS.op("order.get", roles=SELLERS | DESK, args=(ORDER_ID,))
 async def order_get(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     """The order with its payments, tickets and refunds."""
-    return await order_view(await _current(ctx.services, args["order"]), ctx.services)
+    return await order_view(await current_order(ctx.services, args["order"]), ctx.services)
 
 
 @OPS.op("order.cancel", roles=SELLERS | DESK, args=(ORDER_ID,))
@@ -302,7 +305,12 @@ async def payment_record(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]
     txn = f"{args['channel']}:{ctx.device_id}:{args['key']}"
     out_trade_no = await services.db.run(order_queries.out_trade_no_of_txn, args["channel"], txn)
     if out_trade_no is None:
-        out_trade_no = new_out_trade_no(now)
+        order = await services.db.run(order_queries.load_order, order_id)
+        if order is None:
+            raise NotFound(f"no order {order_id}")
+        # Drawn from the record, not minted: the same record asked twice at once (a double
+        # tap) starts one payment, and the second confirmation is a replay of the first.
+        out_trade_no = derived_out_trade_no(order.created_at, f"{order_id}|{txn}")
         await ask_order(
             services,
             order_id,
@@ -390,10 +398,11 @@ async def order_find(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         raise BadRequest(f"argument {kind!r} must not be empty")
     if kind == "ticket":
         value = services.ticket_id_of_code(value)
-    order_id = await services.db.run(order_queries.find_order, kind, value)
-    if order_id is None:
+    found = await services.db.run(desk_queries.find_subject, kind, value)
+    if found is None or found[0] != "order":
         raise NotFound(f"no order for {kind} {value}")
-    order = await _current(services, order_id)
+    order_id = found[1]
+    order = await current_order(services, order_id)
     story = await services.db.run(order_queries.order_story, order_id)
     return {**(await order_view(order, services)), "story": story}
 
@@ -555,7 +564,8 @@ def _date(text: str) -> date:
         raise BadRequest(f"'{text}' is not a date") from None
 
 
-async def _current(services: Services, order_id: str | None) -> Order:
+async def current_order(services: Services, order_id: str | None) -> Order:
+    """The order as stored now; raises ``not_found``."""
     if order_id is None:
         raise NotFound("no such order")
     order = await services.db.run(order_queries.load_order, order_id)

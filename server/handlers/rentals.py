@@ -14,9 +14,16 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from actors.catalog import Catalog, PerDay, PerHour, PerUse, Pricing
 from actors.channels import COUNTER_CHANNELS, QR_CHANNELS, pattern_of
 from actors.errors import DomainError
-from actors.ids import new_out_order_no, new_out_refund_no, new_out_trade_no, new_rental_id
+from actors.ids import (
+    derived_out_trade_no,
+    new_out_order_no,
+    new_out_refund_no,
+    new_out_trade_no,
+    new_rental_id,
+)
 from actors.rentals.actor import RentalOutcome
 from actors.rentals.commands import (
     BundleFacts,
@@ -216,6 +223,58 @@ def rental_view(rental: Rental) -> dict[str, Any]:
     }
 
 
+def pricing_view(pricing: Pricing) -> dict[str, Any]:
+    """An item's pricing rule as the protocol shows it: ``rule`` and that rule's own keys."""
+    if isinstance(pricing, PerUse):
+        return {"rule": "per_use", "price_fen": pricing.price_fen}
+    if isinstance(pricing, PerDay):
+        return {"rule": "per_day", "daily_fen": pricing.daily_fen}
+    assert isinstance(pricing, PerHour)
+    return {
+        "rule": "per_hour",
+        "hourly_fen": pricing.hourly_fen,
+        "grace_minutes": pricing.grace_minutes,
+        "included_hours": pricing.included_hours,
+        "overtime_hourly_fen": pricing.overtime_hourly_fen,
+        "daily_cap_fen": pricing.daily_cap_fen,
+    }
+
+
+def rental_catalog_view(catalog: Catalog) -> dict[str, Any]:
+    """What ``catalog.list`` says of rentals: the terms and every item's deposit, price, penalties.
+
+    Enough for a kiosk to state what a rental costs before anything is paid
+    (docs/protocol.md, *What the catalog says of rentals*).
+    """
+    terms = catalog.rental_terms
+    return {
+        "rentals": None
+        if terms is None
+        else {
+            "due_back": terms.due_back.isoformat("minutes"),
+            "hold_minutes": terms.hold_minutes,
+            "max_days": terms.max_days,
+            "max_units": terms.max_units,
+        },
+        "rental_items": [
+            {
+                "item": item.item_id,
+                "name_zh": item.name_zh,
+                "name_en": item.name_en,
+                "area": item.area,
+                "deposit_fen": item.deposit_fen,
+                "pricing": pricing_view(item.pricing),
+                "prepaid": item.prepaid,
+                "late_fen_per_hour": item.late_fen_per_hour,
+                "damage_fen": item.damage_fen,
+                "lost_fen": item.lost_fen,
+                "units": catalog.stock_of(item.item_id),
+            }
+            for item in catalog.rental_items
+        ],
+    }
+
+
 @OPS.op(
     "rental.create",
     roles=MAKERS,
@@ -283,12 +342,13 @@ async def rental_get(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     roles=MAKERS,
     args=(
         RENTAL_ID,
-        Arg("channel", "text", pattern=pattern_of()),
+        # cash and card are taken at a desk: rental.record, which confirms as it starts
+        Arg("channel", "text", pattern=pattern_of(QR_CHANNELS)),
         Arg("route", "text", required=False, pattern="pay|preauth", default="pay"),
     ),
 )
 async def rental_pay(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-    """Collect a rental's deposit: a payment (QR or at the desk) or an Alipay pre-authorisation."""
+    """Collect a rental's deposit: a QR payment, or an Alipay pre-authorisation (a freeze)."""
     services = ctx.services
     now = services.clock()
     channel = args["channel"]
@@ -345,7 +405,7 @@ async def rental_pay(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     ),
 )
 async def rental_record(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-    """A cashier took a rental's deposit in cash or by card; idempotent by key."""
+    """A cashier took a rental's deposit in cash or by card; idempotent by key, even at once."""
     services = ctx.services
     now = services.clock()
     rental_id = args["rental"]
@@ -355,7 +415,9 @@ async def rental_record(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         (p.out_trade_no for p in rental.payments.values() if p.channel_txn_id == txn), None
     )
     if out_trade_no is None:
-        out_trade_no = new_out_trade_no(now)
+        # Drawn from the record, not minted: the same record asked twice at once (a double
+        # tap) starts one payment, and the second confirmation is a replay of the first.
+        out_trade_no = derived_out_trade_no(rental.created_at, f"{rental_id}|{txn}")
         await ask_rental(
             services, rental_id, StartPayment(out_trade_no, args["channel"], now, money_taken=True)
         )
@@ -567,5 +629,6 @@ __all__ = [
     "ask_rental",
     "confirm_freeze_notification",
     "confirm_rental_payment",
+    "rental_catalog_view",
     "rental_view",
 ]

@@ -275,20 +275,6 @@ async def refund_of_key(conn: asyncpg.Connection, order_id: str, requested_by: s
     )
 
 
-_FIND = {
-    "order": "select order_id from orders where order_id = $1",
-    "out_trade_no": "select order_id from payments where out_trade_no = $1",
-    "channel_txn_id": "select order_id from payment_confirmations where channel_txn_id = $1 "
-    "limit 1",
-    "ticket": "select order_id from tickets where ticket_id = $1",
-}
-
-
-async def find_order(conn: asyncpg.Connection, kind: str, value: str) -> str | None:
-    """The order found by ``kind`` (order, out_trade_no, channel_txn_id, ticket) = ``value``."""
-    return await conn.fetchval(_FIND[kind], value)
-
-
 # the gate columns of a money step (named here: a union takes its first branch's names)
 _NO_GATE = """null::text as ticket_id, null::text as gate_id, null::text as direction,
               null::boolean as granted, null::text as reason, null::integer as entries_left,

@@ -230,6 +230,10 @@ async def _write_rental_row(
         raise RentalConflict(f"rental {before.rental_id} changed since version {before.version}")
 
 
+#: advisory lock key serialising the transactions that change rental stock (see _change_stock)
+STOCK_LOCK = 0x5CE1_5C00
+
+
 async def _change_stock(
     conn: asyncpg.Connection,
     held_before: Mapping[str, int],
@@ -241,11 +245,22 @@ async def _change_stock(
     A reservation fits only within the units of the type that are available
     (and the catalog's count, ``limits``); the stock row is locked, so two
     processes reserving the last unit cannot both get it.
+
+    A group-commit batch holds many rentals' writes, so one transaction
+    takes several stock rows in no global order; two batches committing side
+    by side then deadlock (PostgreSQL finds it after ``deadlock_timeout``,
+    a second, and one batch is retried). So the first change of stock in a
+    transaction takes :data:`STOCK_LOCK` first: transactions that change
+    stock take its rows one transaction at a time, and never deadlock on them.
     """
+    locked = False
     for item_id in sorted(set(held_before) | set(held_after)):
         delta = held_after.get(item_id, 0) - held_before.get(item_id, 0)
         if delta == 0:
             continue
+        if not locked:  # taken again by the batch's next rental: a no-op for this transaction
+            await conn.execute("select pg_advisory_xact_lock($1)", STOCK_LOCK)
+            locked = True
         await conn.execute(
             "insert into rental_stock (item_id) values ($1) on conflict do nothing", item_id
         )
