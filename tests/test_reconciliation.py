@@ -384,3 +384,36 @@ async def test_a_rental_deposit_whose_notification_was_lost_is_held_through_its_
             [run] = (await admin.request("recon.run", date=today, channel="wechat"))["runs"]
             assert (run["fixed"], run["differences"]) == (0, [])
     await assert_audit_clean(db)
+
+
+async def test_the_desk_and_the_daily_report_show_what_reconciliation_found(dsn, db):
+    async with running_server(dsn, db, DEVICES, **SETTINGS) as server:
+        wechat = server.channels.simulators["wechat"]
+        async with (
+            connect(server.url, "kiosk-1", server.tokens["kiosk-1"]) as kiosk,
+            connect(server.url, "admin-x", server.tokens["admin-x"]) as admin,
+        ):
+            order = await kiosk.request("order.create", client_key="d", lines=adults(1))
+            start = await kiosk.request("payment.start", order=order["order"], channel="wechat")
+            txn = wechat.pay(start["out_trade_no"])["channel_txn_id"]  # the notification is lost
+            today = local_date(utc_now()).isoformat()
+            before = await admin.request("desk.lookup", order=order["order"])
+            assert before["reconciliation"] is None
+            report = await admin.request("report.daily", date=today)
+            assert report["reconciliation"] == {"run": False, "status": "no reconciliation run"}
+            await admin.request("recon.run", date=today)
+            story = await admin.request("desk.lookup", order=order["order"])
+            [checked] = story["reconciliation"]["checked"]
+            assert (checked["channel"], checked["date"]) == ("wechat", today)
+            assert checked["last_run_at"] is not None
+            [difference] = story["reconciliation"]["differences"]
+            assert (difference["key"], difference["status"]) == (f"unknown_here:{txn}", "fixed")
+            report = await admin.request("report.daily", date=today)
+            recon = report["reconciliation"]
+            assert (recon["run"], recon["channels"], recon["lines"]) == (True, "alipay wechat", 1)
+            assert (recon["open"], recon["waiting"], recon["fixed"], recon["resolved"]) == (
+                0,
+                0,
+                1,
+                0,
+            )

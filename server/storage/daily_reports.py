@@ -170,17 +170,33 @@ async def gate_scans_of_day(
 
 
 async def reconciliation_of(conn: asyncpg.Connection, business_date: date) -> dict[str, Any] | None:
-    """The summary of the latest stored reconciliation run of ``business_date``, or ``None``.
+    """The summary of the stored reconciliation of ``business_date``, or ``None`` before any run.
 
-    The one place the report reads reconciliation from. No schema stores
-    reconciliation runs yet (reconciliation is being built beside this
-    report), so there is no run to read and the answer is ``None``: the
-    report then says "no reconciliation run". When runs are stored, this
-    function returns the latest one's figures as a plain map (text,
-    integers, epoch seconds), which the report shows as they are.
+    The one place the report reads reconciliation from (``recon_runs`` and
+    ``recon_differences``, migration 0008; docs/reconciliation.md): the
+    channels run, the lines of each channel's latest run, the date's
+    differences by status, and when the latest run finished - a plain map
+    of text, integers and epoch seconds, which the report shows as it is.
     """
-    del conn, business_date
-    return None
+    runs = await conn.fetch(
+        """select distinct on (channel) channel, lines, finished_at
+             from recon_runs where bill_date = $1 order by channel, run_id desc""",
+        business_date,
+    )
+    if not runs:
+        return None
+    counts = dict(
+        await conn.fetch(
+            "select status, count(*) from recon_differences where bill_date = $1 group by status",
+            business_date,
+        )
+    )
+    return {
+        "channels": " ".join(r["channel"] for r in runs),
+        "lines": sum(r["lines"] for r in runs),
+        **{status: counts.get(status, 0) for status in ("open", "waiting", "fixed", "resolved")},
+        "last_run_at": max(r["finished_at"] for r in runs).timestamp(),
+    }
 
 
 @attrs.frozen

@@ -267,14 +267,46 @@ def rental_step(event: Any, at: datetime, refund_amounts: dict[str, int]) -> dic
 async def reconciliation_status(
     conn: asyncpg.Connection, subject: str, subject_id: str
 ) -> dict[str, Any] | None:
-    """What reconciliation found about this order's or rental's money; ``None`` for now.
+    """What reconciliation found about this order's or rental's money; ``None`` before any run.
 
-    No reconciliation run is stored yet (that part of issue 12 is being
-    built beside this one), so there is nothing to report and the desk says
-    ``null``. This is the one function the desk calls: when runs exist, it
-    answers from them (the last run covering each payment, its differences
-    and their resolution), and docs/protocol.md's ``reconciliation`` field
-    says what it holds.
+    ``checked``: each channel and business date (Beijing time) the subject's
+    collections fall on, with when the latest reconciliation run of that date
+    and channel finished (``None``: not reconciled yet). ``differences``:
+    every difference reconciliation stored about the subject (docs/reconciliation.md),
+    with its date, channel, kind, status and detail.
     """
-    del conn, subject, subject_id
-    return None
+    if not await conn.fetchval("select exists (select 1 from recon_runs)"):
+        return None
+    checked = await conn.fetch(
+        """with paid as (
+               select channel, (paid_at at time zone 'Asia/Shanghai')::date as bill_date
+                 from payment_confirmations where $1 = 'order' and order_id = $2
+               union
+               select channel, (at at time zone 'Asia/Shanghai')::date
+                 from rental_confirmations
+                where $1 = 'rental' and rental_id = $2 and kind in ('payment', 'conversion'))
+           select p.channel, p.bill_date, max(r.finished_at) as last_run_at
+             from paid p left join recon_runs r
+               on r.channel = p.channel and r.bill_date = p.bill_date
+            group by p.channel, p.bill_date order by p.bill_date, p.channel""",
+        subject,
+        subject_id,
+    )
+    differences = await conn.fetch(
+        """select bill_date, channel, key, kind, status, detail
+             from recon_differences where owner_kind = $1 and owner_id = $2
+            order by bill_date, channel, key""",
+        subject,
+        subject_id,
+    )
+    return {
+        "checked": [
+            {
+                "channel": r["channel"],
+                "date": r["bill_date"].isoformat(),
+                "last_run_at": r["last_run_at"].timestamp() if r["last_run_at"] else None,
+            }
+            for r in checked
+        ],
+        "differences": [{**dict(d), "bill_date": d["bill_date"].isoformat()} for d in differences],
+    }
