@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import sys
 from datetime import date
 from pathlib import Path
@@ -26,6 +27,8 @@ from server.flags import websocket_url
 DEFAULT_SERVER = "ws://127.0.0.1:8765"
 #: a bill file larger than this does not fit the server's default frame limit
 MAX_FILE_BYTES = 60 * 1024
+#: the bytes of one part of a larger bill sent with recon.upload
+PART_BYTES = 48 * 1024
 
 
 def add_reconcile_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -104,18 +107,13 @@ async def run(config: ServerConfig, args: argparse.Namespace) -> int:
                 f"scenic reconcile: cannot read {args.statement}: {exc.strerror}", file=sys.stderr
             )
             return 1
-        if len(request["statement"]) > MAX_FILE_BYTES:
-            print(
-                f"scenic reconcile: {args.statement} is larger than {MAX_FILE_BYTES} bytes, "
-                "more than one request carries; let the server fetch the bill instead",
-                file=sys.stderr,
-            )
-            return 1
     try:
         async with connect(args.server, args.device, args.token) as client:
             if args.show:
                 report = await client.request("recon.report", timeout=60, **request)
                 return print_report(report)
+            if len(request.get("statement", b"")) > MAX_FILE_BYTES:
+                request["upload"] = await upload_bill(client, request.pop("statement"))
             result = await client.request("recon.run", timeout=600, **request)
     except BaseException as exc:
         line = what_went_wrong(exc, args.server, args.device)
@@ -124,6 +122,22 @@ async def run(config: ServerConfig, args: argparse.Namespace) -> int:
         print(f"scenic reconcile: {line.replace('--role kiosk', '--role admin')}", file=sys.stderr)
         return 1
     return print_run(result)
+
+
+async def upload_bill(client: Any, data: bytes) -> str:
+    """Send a bill file larger than one request in parts (``recon.upload``); its upload id."""
+    upload_id = secrets.token_hex(8)
+    parts = [data[i : i + PART_BYTES] for i in range(0, len(data), PART_BYTES)]
+    for number, part in enumerate(parts):
+        await client.request(
+            "recon.upload",
+            timeout=60,
+            upload=upload_id,
+            part=number,
+            data=part,
+            last=number == len(parts) - 1,
+        )
+    return upload_id
 
 
 def _usage_problem(args: argparse.Namespace) -> str | None:

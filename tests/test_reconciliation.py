@@ -417,3 +417,63 @@ async def test_the_desk_and_the_daily_report_show_what_reconciliation_found(dsn,
                 1,
                 0,
             )
+
+
+async def test_a_bill_larger_than_a_frame_is_sent_in_parts_and_reconciled_whole(dsn, db, tmp_path):
+    async with running_server(dsn, db, DEVICES, **SETTINGS) as server:
+        wechat = server.channels.simulators["wechat"]
+        async with (
+            connect(server.url, "kiosk-1", server.tokens["kiosk-1"]) as kiosk,
+            connect(server.url, "admin-x", server.tokens["admin-x"]) as admin,
+        ):
+            await paid_order(kiosk, "a")
+            today = local_date(utc_now())
+            [paid] = parse_statement("wechat", wechat.statement(today))
+            strangers = [
+                StatementRow(
+                    "payment",
+                    f"PSTRANGER{n:05d}",
+                    f"42000000000000000000{n:08d}",
+                    None,
+                    500,
+                    paid.at,
+                    fee_fen(500),
+                    rate_bp=60,
+                )
+                for n in range(400)
+            ]
+            bill = tmp_path / "bill.csv"
+            bill.write_bytes(write_statement("wechat", [paid, *strangers], today))
+            assert bill.stat().st_size > 64 * 1024  # more than one frame carries
+            command = scenic_command(
+                "reconcile",
+                *("--date", today.isoformat(), "--channel", "wechat"),
+                *("--statement", str(bill), "--server", server.url),
+                *("--device", "admin-x", "--token", server.tokens["admin-x"]),
+            )
+            cli = await trio.run_process(
+                command, capture_stdout=True, capture_stderr=True, check=False
+            )
+            found = await kinds_of(admin, date=today.isoformat())
+            data = bill.read_bytes()
+            codes = []
+            await admin.request("recon.upload", upload="u1", part=0, data=data[:10], last=False)
+            try:
+                await admin.request("recon.upload", upload="u1", part=0, data=data[:11], last=False)
+            except RemoteError as exc:
+                codes.append(exc.code)
+            await admin.request("recon.upload", upload="u1", part=2, data=data[10:20], last=True)
+            try:  # part 1 is missing
+                await admin.request(
+                    "recon.run", date=today.isoformat(), channel="wechat", upload="u1"
+                )
+            except RemoteError as exc:
+                codes.append((exc.code, exc.message))
+    assert cli.returncode == 1, cli.stderr.decode()
+    assert "400 open" in cli.stdout.decode().splitlines()[0]
+    assert sum(1 for kind, _ in found.values() if kind == "unknown_here") == 400
+    assert await db.fetchval("select count(*) from bill_uploads where upload_id <> 'u1'") == 0
+    assert codes == [
+        "bad_request",  # part 0 again with other bytes
+        ("bad_request", "upload u1 is not complete: it has parts [0, 2]"),
+    ]

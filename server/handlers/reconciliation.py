@@ -21,6 +21,7 @@ from server.handlers.rentals import confirm_rental_payment
 from server.ops import OpContext, OpGroup
 from server.reconciliation import channels_to_reconcile, reconcile
 from server.schema import Arg
+from server.storage import bill_uploads
 from server.storage import reconciliation as queries
 
 if TYPE_CHECKING:
@@ -32,6 +33,10 @@ DATE = Arg("date", "text", pattern=r"\d{4}-\d{2}-\d{2}")
 CHANNEL = Arg("channel", "text", required=False, pattern="|".join(BILL_CHANNELS))
 #: the largest bill file a request may carry (the frame limit may be lower)
 MAX_STATEMENT_BYTES = 16 * 1024 * 1024
+#: an upload's id: letters, digits, ``_`` and ``-``
+UPLOAD_ID = r"[A-Za-z0-9_-]{1,40}"
+#: the most bytes one ``recon.upload`` part carries (it fits a 64 KiB frame)
+MAX_PART_BYTES = 48 * 1024
 
 
 @OPS.op(
@@ -41,22 +46,65 @@ MAX_STATEMENT_BYTES = 16 * 1024 * 1024
         DATE,
         CHANNEL,
         Arg("statement", "bytes", required=False, max_len=MAX_STATEMENT_BYTES),
+        Arg("upload", "text", required=False, pattern=UPLOAD_ID),
     ),
 )
 async def recon_run(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     """Reconcile ``date`` with ``channel`` (default: every channel with a bill); fix what is safe.
 
-    ``statement`` is a bill file's bytes (then ``channel`` is required).
+    ``statement`` is a bill file's bytes, or ``upload`` names one sent in
+    parts by ``recon.upload`` (then ``channel`` is required).
     """
     services = ctx.services
     bill_date = _date(args["date"])
-    if args.get("statement") is not None and args.get("channel") is None:
+    statement = args.get("statement")
+    upload = args.get("upload")
+    if statement is not None and upload is not None:
+        raise BadRequest("give the bill as 'statement' or as 'upload', not both")
+    if (statement is not None or upload is not None) and args.get("channel") is None:
         raise BadRequest("a statement file is one channel's bill: name its channel")
+    if upload is not None:
+        try:
+            statement = await services.db.run(bill_uploads.read_upload, upload)
+        except bill_uploads.UploadProblem as exc:
+            raise BadRequest(str(exc)) from None
     names = [args["channel"]] if args.get("channel") else channels_to_reconcile(services)
-    runs = [
-        await run_reconciliation(services, bill_date, name, args.get("statement")) for name in names
-    ]
+    runs = [await run_reconciliation(services, bill_date, name, statement) for name in names]
+    if upload is not None:
+        await services.db.run(bill_uploads.drop_upload, upload)
     return {"date": bill_date.isoformat(), "runs": [_wire(run) for run in runs]}
+
+
+@OPS.op(
+    "recon.upload",
+    roles=ADMIN,
+    args=(
+        Arg("upload", "text", pattern=UPLOAD_ID),
+        Arg("part", "int", low=0, high=100_000),
+        Arg("data", "bytes", max_len=MAX_PART_BYTES),
+        Arg("last", "bool"),
+    ),
+)
+async def recon_upload(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Store one part of a bill file for ``recon.run``'s ``upload`` (a file over one frame).
+
+    Parts are numbered from 0; the one with ``last`` true ends the file.
+    Sending a part again with the same bytes changes nothing.
+    """
+    services = ctx.services
+    try:
+        size = await services.db.run(
+            bill_uploads.store_part,
+            args["upload"],
+            args["part"],
+            args["data"],
+            args["last"],
+            ctx.device_id,
+            services.clock(),
+        )
+    except bill_uploads.UploadProblem as exc:
+        raise BadRequest(str(exc)) from None
+    return {"upload": args["upload"], "part": args["part"], "bytes": size}
 
 
 @OPS.op(
