@@ -567,20 +567,45 @@ async def _report_daily(db: Database, args: argparse.Namespace) -> int:
     from server.daily_report_output import report_csv, report_pngs, report_table
     from server.handlers.daily_reports import build_daily_report
 
+    return await _print_report(
+        db, args, "no day", build_daily_report, report_table, report_csv, report_pngs
+    )
+
+
+@_with_database
+async def _report_rentals(db: Database, args: argparse.Namespace) -> int:
+    from server.handlers.rental_reports import build_rental_report
+    from server.rental_report_output import report_csv, report_png, report_table
+
+    return await _print_report(
+        db, args, "no rentals", build_rental_report, report_table, report_csv, report_png
+    )
+
+
+async def _print_report(
+    db: Database,
+    args: argparse.Namespace,
+    nothing: str,
+    build: Callable[..., Awaitable[dict]],
+    table: Callable[[dict], str],
+    csv_text: Callable[[dict], str],
+    png: Callable[[dict, Path], object],
+) -> int:
+    """Build one business date's report; write its CSV and charts if asked; print its table."""
     source = await db.run(site.load_catalog_source)
     if source is None:
         print(
-            "scenic: no catalog loaded, so no day to report; scenic catalog load FILE",
+            f"scenic: no catalog loaded, so {nothing} to report; scenic catalog load FILE",
             file=sys.stderr,
         )
         return 1
     catalog = parse_catalog(source)
     now = datetime.now(UTC)
     day = args.date or business_date(catalog, now)
-    report = await build_daily_report(db, catalog, day, now)
+    report = await build(db, catalog, day, now)
     for path, write in (
-        (args.csv, lambda p: p.write_text(report_csv(report), encoding="utf-8", newline="")),
-        (args.png, lambda p: report_pngs(report, p)),
+        (args.csv, lambda p: p.write_text(csv_text(report), encoding="utf-8", newline="")),
+        (args.png, lambda p: png(report, p)),
     ):
         if path is None:
             continue
@@ -592,38 +617,7 @@ async def _report_daily(db: Database, args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
-    print(report_table(report), end="")
-    return 0
-
-
-@_with_database
-async def _report_rentals(db: Database, args: argparse.Namespace) -> int:
-    from server.handlers.rental_reports import build_rental_report
-    from server.rental_report_output import report_csv, report_png, report_table
-
-    source = await db.run(site.load_catalog_source)
-    if source is None:
-        print(
-            "scenic: no catalog loaded, so no rentals to report; scenic catalog load FILE",
-            file=sys.stderr,
-        )
-        return 1
-    catalog = parse_catalog(source)
-    now = datetime.now(UTC)
-    day = args.date or business_date(catalog, now)
-    report = await build_rental_report(db, catalog, day, now)
-    for path, write in (
-        (args.csv, lambda p: p.write_text(report_csv(report), encoding="utf-8", newline="")),
-        (args.png, lambda p: report_png(report, p)),
-    ):
-        if path is None:
-            continue
-        try:
-            await trio.to_thread.run_sync(write, path)
-        except OSError as exc:
-            print(f"scenic: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
-            return 1
-    print(report_table(report), end="")
+    print(table(report), end="")
     return 0
 
 
