@@ -13,6 +13,7 @@ from server.handlers import (
     orders,
     rental_reports,
     rentals,
+    shift,
     simulator,
 )
 from server.ops import OpTable
@@ -28,5 +29,6 @@ def build_op_table() -> OpTable:
         rentals.OPS,
         rental_reports.OPS,
         daily_reports.OPS,
+        shift.OPS,
         simulator.OPS,
     )
