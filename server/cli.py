@@ -407,6 +407,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"scenic: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log_level)
+    if getattr(args, "run_sync", None) is not None:  # a screen that owns the main thread's loop
+        return args.run_sync(config, args)
     try:
         return trio.run(args.run, config, args)
     except BaseException as exc:  # sorted below; anything else is re-raised as it was

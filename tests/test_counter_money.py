@@ -6,6 +6,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from clients.counter.entry import (
+    EntryError,
+    Payment,
+    lookup_arg,
+    read_lines,
+    read_payment,
+    read_returns,
+    total_of,
+)
 from clients.counter.money import (
     DENOMINATIONS_FEN,
     MAX_TENDERED_FEN,
@@ -158,3 +167,56 @@ def test_a_long_line_is_wrapped_to_the_paper_and_loses_nothing_but_spaces(text):
     lines = wrapped(Line(text))
     assert all(columns(line.text) <= WIDTH for line in lines)
     assert "".join(line.text for line in lines).replace(" ", "") == text.replace(" ", "")
+
+
+PRODUCT_TABLE = {
+    "adult": {"price_fen": 12000, "needs_slot": False},
+    "child": {"price_fen": 6000, "needs_slot": False},
+    "adult-slot": {"price_fen": 10000, "needs_slot": True},
+}
+
+
+def test_a_cashier_types_the_tickets_and_the_total_is_worked_out():
+    lines = read_lines("adult 2, child，adult-slot", PRODUCT_TABLE, "2026-12-01", "AM")
+    assert lines == [
+        {"product": "adult", "quantity": 2, "date": "2026-12-01"},
+        {"product": "child", "quantity": 1, "date": "2026-12-01"},
+        {"product": "adult-slot", "quantity": 1, "date": "2026-12-01", "slot": "AM"},
+    ]
+    assert total_of(lines, PRODUCT_TABLE) == 40000
+
+
+@pytest.mark.parametrize(
+    "typed", ["", "dragon 2", "adult 0", "adult 201", "adult x", "adult, adult"]
+)
+def test_tickets_that_cannot_be_read_are_refused_in_both_languages(typed):
+    with pytest.raises(EntryError) as refused:
+        read_lines(typed, PRODUCT_TABLE, "2026-12-01", None)
+    assert refused.value.zh and refused.value.en
+
+
+@pytest.mark.parametrize(
+    ("typed", "arg"),
+    [
+        ("O20261201K3M9Q2XT7V", ("order", "O20261201K3M9Q2XT7V")),
+        ("P20261201AAAA", ("out_trade_no", "P20261201AAAA")),
+        ("R20261201X1XXXX", ("out_refund_no", "R20261201X1XXXX")),
+        ("T20261001SBXZD6EZTWWK.k4e1.abc", ("ticket", "T20261001SBXZD6EZTWWK.k4e1.abc")),
+        ("T20261001SBXZD6EZTWWK", ("ticket_id", "T20261001SBXZD6EZTWWK")),
+        ("4200002715202610011188", ("channel_txn_id", "4200002715202610011188")),
+        ("out_order_no: F123", ("out_order_no", "F123")),
+    ],
+)
+def test_a_number_is_looked_up_as_what_its_shape_says(typed, arg):
+    assert lookup_arg(typed) == arg
+
+
+def test_payments_and_returns_are_read():
+    assert read_payment("cash 200.5") == Payment("cash", 20050)
+    assert read_payment("微信") == Payment("wechat")
+    with pytest.raises(EntryError):
+        read_payment("card 20")
+    assert read_returns("880101001, 880103001 damaged") == [
+        {"label": "880101001", "condition": "ok"},
+        {"label": "880103001", "condition": "damaged"},
+    ]

@@ -1,0 +1,69 @@
+"""``scenic counter``: open the cashier's screen against a server.
+
+::
+
+    scenic counter --url ws://127.0.0.1:8765 --device counter-1 --token TOKEN \\
+        --printer receipts.txt --float 500
+
+The screen runs in the terminal (textual); it owns the process's main
+thread and event loop, so the command is run outside the CLI's trio run
+(``run_sync``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from clients.counter.money import parse_yuan
+from server.config import ServerConfig
+from server.flags import websocket_url
+
+
+def add_counter_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``scenic counter`` to the ``scenic`` command's subparsers."""
+    summary = "Open the cashier's screen: sell, look up, refund, rentals, the shift report."
+    parser = subparsers.add_parser("counter", help=summary, description=summary)
+    parser.add_argument(
+        "--url",
+        default="ws://127.0.0.1:8765",
+        type=websocket_url,
+        metavar="URL",
+        help="The server's ws:// URL (default ws://127.0.0.1:8765).",
+    )
+    parser.add_argument("--device", required=True, help="The counter's (or rental desk's) id.")
+    parser.add_argument("--token", required=True, help="The token scenic device add printed.")
+    parser.add_argument(
+        "--printer",
+        type=Path,
+        metavar="FILE",
+        help="Print receipts to this file (plain text, appended).",
+    )
+    parser.add_argument(
+        "--float",
+        dest="float_yuan",
+        default="0",
+        metavar="YUAN",
+        help="The cash the drawer opens with, in yuan (default 0).",
+    )
+    parser.set_defaults(run_sync=run)
+    return parser
+
+
+def run(config: ServerConfig, args: argparse.Namespace) -> int:
+    """Run the screen until the cashier quits (Ctrl+Q); returns the exit status."""
+    del config
+    from clients.counter.app import CounterApp
+    from clients.counter.printing import FilePrinter
+
+    try:
+        float_fen = parse_yuan(args.float_yuan)
+    except ValueError as exc:
+        print(f"scenic counter: --float: {exc}", file=sys.stderr)
+        return 2
+    printer = FilePrinter(args.printer) if args.printer else None
+    app = CounterApp(args.url, args.device, args.token, printer=printer, float_fen=float_fen)
+    app.run()
+    return 0

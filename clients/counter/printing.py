@@ -1,0 +1,39 @@
+"""Where a counter's receipts go: a file (one plain-text receipt after another).
+
+:class:`FilePrinter` appends each receipt as :func:`clients.counter.receipt.as_text`
+renders it, followed by a form feed, and flushes: a receipt is on disk
+when :meth:`FilePrinter.print_receipt` returns. The serial ESC/POS printer
+of devices/ is not wired in yet (docs/counter.md says so).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from clients.counter.receipt import Receipt, as_text
+
+#: what separates two receipts in the file (a form feed: the cut)
+CUT = "\f\n"
+
+
+class FilePrinter:
+    """Print receipts to ``path`` as plain text, appended."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def describe(self) -> str:
+        """What the screen says about this printer."""
+        return f"file {self.path}"
+
+    async def print_receipt(self, receipt: Receipt) -> None:
+        """Append ``receipt`` (and a cut) to the file; raises ``OSError`` if it cannot."""
+        text = as_text(receipt) + CUT
+
+        def write() -> None:
+            with self.path.open("a", encoding="utf-8") as out:
+                out.write(text)
+
+        await trio.to_thread.run_sync(write)
