@@ -24,7 +24,8 @@ from textual.widgets import Button, Input, Static
 
 from clients.client import connect
 from clients.counter.app import CounterApp
-from clients.counter.printing import FilePrinter
+from clients.counter.printing import FilePrinter, printer_for
+from devices.printer import PrinterSimulator
 from loadtest.local_server import register_devices, scenic_command, stop_process, wait_for_listening
 
 DEVICES = {"counter-1": "counter", "counter-2": "counter", "desk-1": "rental", "kiosk-1": "kiosk"}
@@ -274,5 +275,46 @@ def test_a_rental_desk_hands_out_and_takes_back(server, dsn):
             await type_into(pilot, app, "#return-units", "880104001 ok")
             await until(pilot, lambda: "Settled" in text_of(app, "#rental-result"))
             assert "released" in text_of(app, "#rental-result")
+
+    asyncio.run(scenario())
+
+
+def test_a_cash_sale_prints_on_the_simulated_escpos_printer_over_a_pty(server):
+    url, tokens = server
+
+    async def scenario() -> None:
+        app = CounterApp(url, "counter-1", tokens["counter-1"])
+        async with app.run_test(size=SIZE) as pilot:
+            await ready(pilot, app)
+            held: dict = {}
+            plugged, done = trio.Event(), trio.Event()
+
+            async def printer_on_a_pty() -> None:
+                async with PrinterSimulator() as simulator:
+                    held["simulator"] = simulator
+                    plugged.set()
+                    await done.wait()
+
+            async def wait_plugged() -> None:
+                await plugged.wait()
+
+            holder = asyncio.ensure_future(app.run_trio(printer_on_a_pty))
+            await app.run_trio(wait_plugged)
+            simulator = held["simulator"]
+            app.printer = printer_for(simulator.port)
+            await sell(pilot, app, "adult", "cash 150")
+            await until(pilot, lambda: "printed" in text_of(app, "#sale-message"), 20)
+
+            async def receipts() -> list[list[str]]:
+                await simulator.wait_for_cuts(1, timeout_s=10)
+                done.set()
+                return simulator.receipts()
+
+            (receipt,) = await app.run_trio(receipts)
+            await holder
+            text = "\n".join(receipt)
+            assert "云栖山风景区" in text  # Chinese reached the paper (GB18030) and came back
+            assert "合计 Total" in text and "150.00" in text and "30.00" in text
+            assert any(line.startswith("[qr] T") for line in receipt)
 
     asyncio.run(scenario())

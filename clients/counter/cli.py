@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 from clients.counter.money import parse_yuan
@@ -37,9 +36,9 @@ def add_counter_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--token", required=True, help="The token scenic device add printed.")
     parser.add_argument(
         "--printer",
-        type=Path,
-        metavar="FILE",
-        help="Print receipts to this file (plain text, appended).",
+        metavar="PATH",
+        help="Print receipts on the ESC/POS printer at this serial port (/dev/ttyUSB0), "
+        "or to this file (plain text, appended).",
     )
     parser.add_argument(
         "--float",
@@ -56,14 +55,14 @@ def run(config: ServerConfig, args: argparse.Namespace) -> int:
     """Run the screen until the cashier quits (Ctrl+Q); returns the exit status."""
     del config
     from clients.counter.app import CounterApp
-    from clients.counter.printing import FilePrinter
+    from clients.counter.printing import printer_for
 
     try:
         float_fen = parse_yuan(args.float_yuan)
     except ValueError as exc:
         print(f"scenic counter: --float: {exc}", file=sys.stderr)
         return 2
-    printer = FilePrinter(args.printer) if args.printer else None
+    printer = printer_for(args.printer) if args.printer else None
     app = CounterApp(args.url, args.device, args.token, printer=printer, float_fen=float_fen)
     app.run()
     return 0
