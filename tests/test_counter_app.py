@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import tempfile
 import time
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import asyncpg
 import pytest
 import trio
 from textual.widgets import Button, Input, Static
@@ -32,25 +34,73 @@ DEVICES = {"counter-1": "counter", "counter-2": "counter", "desk-1": "rental", "
 SIZE = (110, 60)
 
 
+def shots_dir(tmp_path: Path) -> str:
+    """Where the screenshots go: ``SCENIC_COUNTER_SCREENSHOTS`` (docs/ refreshes them), else tmp."""
+    return os.environ.get("SCENIC_COUNTER_SCREENSHOTS", str(tmp_path))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class DemoServer:
+    """A ``scenic serve --demo`` process on this test's database, on a port of its own.
+
+    :meth:`stop` and :meth:`start` again bring it back on the same port and
+    database, as a server restarted under a counter's feet.
+    """
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.port = free_port()
+        self.data_dir = Path(tempfile.mkdtemp(prefix="scenic-counter-"))
+        self.process: subprocess.Popen | None = None
+        self.url = ""
+
+    def start(self) -> None:
+        log_path = self.data_dir / "server.log"
+        with open(log_path, "w") as log_file:
+            self.process = subprocess.Popen(
+                scenic_command(
+                    "serve",
+                    "--demo",
+                    "--dsn",
+                    self.dsn,
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--port",
+                    str(self.port),
+                ),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=dict(os.environ),
+            )
+        self.url = wait_for_listening(log_path, self.process, time.perf_counter() + 60)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+            self.process = None
+
+
 @contextmanager
 def demo_server(dsn: str) -> Iterator[tuple[str, dict[str, str]]]:
-    """A ``scenic serve --demo`` process on this test's database; its URL and device tokens."""
-    data_dir = Path(tempfile.mkdtemp(prefix="scenic-counter-"))
-    log_path = data_dir / "server.log"
-    with open(log_path, "w") as log_file:
-        process = subprocess.Popen(
-            scenic_command(
-                "serve", "--demo", "--dsn", dsn, "--data-dir", str(data_dir), "--port", "0"
-            ),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=dict(os.environ),
-        )
+    """A running :class:`DemoServer`; its URL and device tokens."""
+    with running_demo(dsn) as running:
+        yield running[0].url, running[1]
+
+
+@contextmanager
+def running_demo(dsn: str) -> Iterator[tuple[DemoServer, dict[str, str]]]:
+    """A started :class:`DemoServer` with :data:`DEVICES` registered, stopped on exit."""
+    demo = DemoServer(dsn)
     try:
-        url = wait_for_listening(log_path, process, time.perf_counter() + 60)
-        yield url, register_devices(dsn, DEVICES)
+        demo.start()
+        yield demo, register_devices(dsn, DEVICES)
     finally:
-        stop_process(process)
+        demo.stop()
 
 
 def text_of(app: CounterApp, selector: str) -> str:
@@ -70,6 +120,11 @@ async def type_into(pilot, app: CounterApp, selector: str, value: str) -> None:
     field.focus()
     field.value = value
     await pilot.press("enter")
+
+
+def left_of_day(app: CounterApp) -> int:
+    """The whole day's places left, as the Sell screen shows them."""
+    return int(text_of(app, "#places").split("全天 day: ")[1].split("/")[0])
 
 
 async def ready(pilot, app: CounterApp) -> None:
@@ -108,10 +163,13 @@ def test_a_cash_sale_shows_the_change_and_prints_the_receipt(server, tmp_path):
             confirm = text_of(app, "#sale-confirm")
             assert "Total 300.00" in confirm and "Change 100.00" in confirm
             assert app.query_one("#collect", Button).has_focus
+            app.save_screenshot("counter-sale.svg", shots_dir(tmp_path))
+            before = left_of_day(app)
             await pilot.press("enter")
             await until(pilot, lambda: "Sold" in text_of(app, "#sale-message"))
             assert "change 100.00" in text_of(app, "#sale-message")
-            app.save_screenshot("counter-sale.svg", str(tmp_path))
+            app.action_retry()  # ask the places now rather than in 5 s
+            await until(pilot, lambda: left_of_day(app) == before - 3, 20)
 
     asyncio.run(scenario())
     printed = receipts.read_text(encoding="utf-8")
@@ -238,7 +296,7 @@ def test_the_shift_report_on_screen_has_the_exact_figures(server, tmp_path):
             shown = text_of(app, "#shift-result")
             assert "740.00" in shown  # 500.00 float + 240.00 cash
             assert "300.00" in shown  # sold: 240.00 cash + 60.00 card
-            app.save_screenshot("counter-shift.svg", str(tmp_path))
+            app.save_screenshot("counter-shift.svg", shots_dir(tmp_path))
 
     asyncio.run(scenario())
 
@@ -318,3 +376,42 @@ def test_a_cash_sale_prints_on_the_simulated_escpos_printer_over_a_pty(server):
             assert any(line.startswith("[qr] T") for line in receipt)
 
     asyncio.run(scenario())
+
+
+def count_rows(dsn: str, sql: str) -> int:
+    async def fetch() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await conn.fetchval(sql)
+        finally:
+            await conn.close()
+
+    return asyncio.run(fetch())
+
+
+def test_a_server_gone_mid_sale_shows_a_retry_and_the_retry_sells_once(dsn):
+    with running_demo(dsn) as (demo, tokens):
+
+        async def scenario() -> None:
+            app = CounterApp(demo.url, "counter-1", tokens["counter-1"], request_timeout_s=3)
+            async with app.run_test(size=SIZE) as pilot:
+                await ready(pilot, app)
+                await sell(pilot, app, "adult", "wechat")
+                await until(pilot, lambda: app.sale.qr_trade_no is not None)
+                await asyncio.to_thread(demo.stop)
+                await type_into(pilot, app, "#sale-lines", "adult")
+                await type_into(pilot, app, "#sale-pay", "cash 120")  # the visitor pays cash
+                await pilot.press("enter")
+                await until(pilot, lambda: "retry" in text_of(app, "#sale-message"), 20)
+                assert "reconnecting" in text_of(app, "#status")
+                await asyncio.to_thread(demo.start)
+                await until(pilot, lambda: app.link.connected, 30)
+                assert "connected" in text_of(app, "#status")
+                await pilot.press("enter")  # the same sale, the same keys
+                await until(pilot, lambda: "Sold" in text_of(app, "#sale-message"), 20)
+                assert app.printed  # the receipt of that one order
+
+        asyncio.run(scenario())
+        assert count_rows(dsn, "select count(*) from orders") == 1
+        assert count_rows(dsn, "select count(*) from orders where status = 'paid'") == 1
+        assert count_rows(dsn, "select count(*) from payment_confirmations") == 1

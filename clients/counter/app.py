@@ -144,6 +144,8 @@ class CounterApp(TrioApp):
         self.refund_plan: dict[str, Any] | None = None
         self.refund_key = f"r-{secrets.token_hex(8)}"
         self.printed: list[Any] = []
+        #: set (in trio) to ask the places left again now rather than at the next tick
+        self._places_now: trio.Event | None = None
 
     # -- layout ------------------------------------------------------------------------
 
@@ -258,7 +260,9 @@ class CounterApp(TrioApp):
                 self.to_ui(self._show_places, places)
             except ScenicError as exc:
                 self.to_ui(self.say, "#places", error_text(exc))
-            await trio.sleep(PLACES_EVERY_S)
+            self._places_now = trio.Event()
+            with trio.move_on_after(PLACES_EVERY_S):
+                await self._places_now.wait()
 
     async def _role(self) -> str:
         try:
@@ -309,6 +313,12 @@ class CounterApp(TrioApp):
     def action_retry(self) -> None:
         """F5: reconnect now, and ask for the places again."""
         self.link.retry_now()
+        if self._places_now is not None:
+            self.run_worker(self.run_trio(self._wake_places), group="places")
+
+    async def _wake_places(self) -> None:
+        if self._places_now is not None:
+            self._places_now.set()
 
     def action_back(self) -> None:
         """Esc: leave a confirmation without collecting or refunding."""
@@ -386,6 +396,12 @@ class CounterApp(TrioApp):
             return
         if self.sale.order is not None and self.sale.lines != lines:
             self.sale = Sale()  # another purchase: new keys
+            self.say("#sale-qr", "")
+        elif self.sale.qr_trade_no is not None and payment.channel != self.sale.channel:
+            # the same purchase paid another way (the visitor could not scan): the same order;
+            # should the QR be paid after all, the server refunds that second payment
+            self.sale.qr_trade_no = None
+            self.say("#sale-qr", "")
         self.sale.lines, self.sale.total_fen = lines, total
         self.sale.channel, self.sale.tendered_fen = payment.channel, payment.tendered_fen
         summary = [
