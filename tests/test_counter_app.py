@@ -26,7 +26,8 @@ from textual.widgets import Button, Input, Static
 
 from clients.client import connect
 from clients.counter.app import CounterApp
-from clients.counter.printing import FilePrinter, printer_for
+from clients.counter.printing import FilePrinter
+from devices.counter_printer import printer_for
 from devices.printer import PrinterSimulator
 from loadtest.local_server import register_devices, scenic_command, stop_process, wait_for_listening
 

@@ -19,6 +19,7 @@ import secrets
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import segno
 import trio
@@ -98,6 +99,7 @@ class Sale:
 class CounterApp(TrioApp):
     """The cashier's screen for one counter (or rental desk) device."""
 
+    TITLE = "scenic counter 售票柜台"
     CSS = """
     #status { dock: top; height: 1; background: $panel; }
     #keys { dock: bottom; height: 1; background: $panel; }
@@ -292,6 +294,11 @@ class CounterApp(TrioApp):
         if not date_input.value:
             date_input.value = day["date"]
 
+    def _local_time(self, epoch: float) -> str:
+        """``epoch`` as HH:MM at the site."""
+        zone = ZoneInfo(self.catalog["timezone"]) if self.catalog else UTC
+        return datetime.fromtimestamp(epoch, UTC).astimezone(zone).strftime("%H:%M")
+
     def say(self, selector: str, message: str) -> None:
         """Show ``message`` in the widget ``selector``."""
         self.query_one(selector, Static).update(message)
@@ -453,14 +460,15 @@ class CounterApp(TrioApp):
                     "payment.start", order=sale.order["order"], channel=sale.channel
                 )
                 sale.qr_trade_no = start["out_trade_no"]
+                until = self._local_time(sale.order["expires_at"])
                 self.say("#sale-qr", qr_text(start["qr"]) + f"\n{start['out_trade_no']}")
                 self.say(
                     "#sale-message",
                     both(
                         f"请顾客扫码支付 {yuan(start['amount_fen'])}"
-                        f"（{CHANNEL_NAMES[sale.channel]}）",
-                        "the visitor scans this QR to pay; waiting for the payment "
-                        "(Enter: check now)",
+                        f"（{CHANNEL_NAMES[sale.channel]}），{until}前有效；按 Enter 立即查询",
+                        f"the visitor scans this QR to pay, before {until}; waiting for the "
+                        "payment (Enter: check now; or type another payment, e.g. cash)",
                     ),
                 )
         except ScenicError as exc:
@@ -679,7 +687,7 @@ class CounterApp(TrioApp):
         self.say(
             "#rental-result",
             f"[b green]已借出 Handed out {rental['rental']}[/]: {units}\n"
-            f"归还时间 due {datetime.fromtimestamp(rental['due_at'], UTC):%Y-%m-%d %H:%M} UTC",
+            f"归还时间 due {self._local_time(rental['due_at'])}",
         )
         self.query_one("#return-rental", Input).value = rental["rental"]
         for field in ("#pickup-voucher", "#pickup-labels"):

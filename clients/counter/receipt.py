@@ -169,7 +169,7 @@ def sale_receipt(
         blocks.append(Line(f"入园 Visit {ticket['date']}{slot}"))
         blocks.append(Qr(ticket["code"], ticket["ticket"]))
         blocks.append(rule())
-    blocks.append(Line("请妥善保管 Keep your tickets safe", center=True))
+    blocks.append(Line("请妥善保管 Keep tickets safe", center=True))
     return fitted(blocks)
 
 
@@ -209,7 +209,7 @@ def shift_slip(report: Mapping[str, Any], site: Mapping[str, str], timezone: str
         rule(),
     ]
     sales = report["sales"]
-    blocks.append(Line(two_sides(f"售出 Sold {sales['orders']} / {sales['tickets']}", "")))
+    blocks.append(Line(f"售出 Sold {sales['orders']} 单 orders, {sales['tickets']} 张 tickets"))
     blocks += _by_channel(sales["by_channel"])
     blocks.append(Line(two_sides("  合计 Total", yuan(sales["amount_fen"])), bold=True))
     duplicates = report["duplicates"]
