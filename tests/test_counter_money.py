@@ -34,6 +34,7 @@ from clients.counter.receipt import (
     two_sides,
     wrapped,
 )
+from clients.counter.views import lookup_text, refund_amount, sale_summary
 
 fen = st.integers(0, MAX_TENDERED_FEN)
 
@@ -220,3 +221,39 @@ def test_payments_and_returns_are_read():
         {"label": "880101001", "condition": "ok"},
         {"label": "880103001", "condition": "damaged"},
     ]
+
+
+def test_the_confirmation_shows_the_total_the_change_and_its_notes():
+    lines = [{"product": "adult", "quantity": 2, "date": "2026-12-01"}]
+    shown = sale_summary(lines, "cash", 24000, 30000)
+    assert "合计 Total 240.00" in shown and "现金 Cash" in shown
+    assert "找零 Change 60.00" in shown and "(50.00 x1, 10.00 x1)" in shown
+    assert "Change" not in sale_summary(lines, "card", 24000, None)
+
+
+def test_a_refund_gives_back_the_named_tickets_prices():
+    assert refund_amount(ORDER, ["T2"]) == 6000
+    assert refund_amount(ORDER, ["T1", "T2"]) == 18000
+
+
+def test_a_lookups_story_is_shown_as_text_not_markup():
+    reply = {
+        "subject": "order",
+        "by": "order",
+        "order": {"order": "O1", "status": "paid"},
+        "rental": None,
+        "answers": {
+            "charged": True,
+            "collections": 2,
+            "collected_fen": 48000,
+            "frozen_fen": 0,
+            "refunded_fen": 24000,
+            "comes_back": [],
+        },
+        "payments": [],
+        "story": [{"at": 0.0, "what": "[b]odd[/b]", "amount_fen": None, "ref": None}],
+        "reconciliation": None,
+    }
+    shown = lookup_text(reply, "Asia/Shanghai")
+    assert "How many times? 2 · 480.00" in shown and "second payment" in shown
+    assert r"\[b]odd" in shown

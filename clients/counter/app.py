@@ -21,8 +21,8 @@ from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import segno
 import trio
+from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
@@ -37,7 +37,7 @@ from clients.counter.entry import (
     read_returns,
     total_of,
 )
-from clients.counter.money import NotEnoughCash, change_due, change_in_notes, parse_yuan, yuan
+from clients.counter.money import NotEnoughCash, change_due, parse_yuan, yuan
 from clients.counter.receipt import (
     CHANNEL_NAMES,
     as_text,
@@ -45,7 +45,16 @@ from clients.counter.receipt import (
     sale_receipt,
     shift_slip,
 )
-from clients.desk import render_lookup
+from clients.counter.views import (
+    both,
+    error_text,
+    lookup_text,
+    qr_text,
+    refund_amount,
+    sale_summary,
+    settlement_text,
+    ticket_rows,
+)
 from clients.tui.bridge import TrioApp
 from clients.tui.link import Link, LinkState
 from clients.tui.messages import REFUND_REASONS, describe_error, text
@@ -53,33 +62,6 @@ from server.errors import ScenicError
 
 #: how often the places left are asked again while the Sell screen shows
 PLACES_EVERY_S = 5.0
-
-
-def both(zh: str, en: str) -> str:
-    """A message in both languages, Chinese first."""
-    return f"{zh}\n{en}"
-
-
-def error_text(exc: ScenicError) -> str:
-    """A refusal as the cashier reads it: both languages, the code, and what to press."""
-    retry = exc.code in ("no_reply", "connection_lost", "timeout", "overloaded")
-    hint = both("按 Enter 重试（不会重复收款）", "press Enter to retry (it will not charge twice)")
-    return (
-        f"[b red]{describe_error(exc.code, 'zh')}\n{describe_error(exc.code, 'en')}[/]"
-        f"  ({exc.code})" + (f"\n{hint}" if retry else "")
-    )
-
-
-def qr_text(data: str) -> str:
-    """``data`` as a QR code drawn with half blocks, for the screen."""
-    matrix = [[0] * 2 + list(row) + [0] * 2 for row in segno.make(data, error="m").matrix]
-    blank = [0] * len(matrix[0])
-    rows = [blank, blank, *matrix, blank, blank, blank]
-    chars = {(1, 1): " ", (0, 0): "█", (0, 1): "▀", (1, 0): "▄"}
-    return "\n".join(
-        "".join(chars[(top, bottom)] for top, bottom in zip(rows[i], rows[i + 1], strict=True))
-        for i in range(0, len(rows) - 1, 2)
-    )
 
 
 class Sale:
@@ -299,6 +281,9 @@ class CounterApp(TrioApp):
         zone = ZoneInfo(self.catalog["timezone"]) if self.catalog else UTC
         return datetime.fromtimestamp(epoch, UTC).astimezone(zone).strftime("%H:%M")
 
+    def _typed(self, selector: str) -> str:
+        return self.query_one(selector, Input).value.strip()
+
     def say(self, selector: str, message: str) -> None:
         """Show ``message`` in the widget ``selector``."""
         self.query_one(selector, Static).update(message)
@@ -381,16 +366,17 @@ class CounterApp(TrioApp):
             self.say("#sale-confirm", error_text(ScenicError("no catalog yet", code="no_reply")))
             return
         products = {p["product"]: p for p in self.catalog["products"]}
-        value = partial(lambda name: self.query_one(name, Input).value.strip())
         try:
             lines = read_lines(
-                value("#sale-lines"), products, value("#sale-date"), value("#sale-slot") or None
+                self._typed("#sale-lines"),
+                products,
+                self._typed("#sale-date"),
+                self._typed("#sale-slot") or None,
             )
-            payment = read_payment(value("#sale-pay"))
+            payment = read_payment(self._typed("#sale-pay"))
             total = total_of(lines, products)
-            change = (
-                None if payment.tendered_fen is None else change_due(total, payment.tendered_fen)
-            )
+            if payment.tendered_fen is not None:
+                change_due(total, payment.tendered_fen)  # refuses too little cash
         except EntryError as exc:
             self.say("#sale-confirm", f"[red]{exc.zh}\n{exc.en}[/]")
             return
@@ -411,21 +397,8 @@ class CounterApp(TrioApp):
             self.say("#sale-qr", "")
         self.sale.lines, self.sale.total_fen = lines, total
         self.sale.channel, self.sale.tendered_fen = payment.channel, payment.tendered_fen
-        summary = [
-            f"[b]合计 Total {yuan(total)}[/]  · {CHANNEL_NAMES[payment.channel]}",
-            *(
-                f"  {line['product']} x{line['quantity']}  {line['date']} {line.get('slot') or ''}"
-                for line in lines
-            ),
-        ]
-        if change is not None:
-            notes = ", ".join(f"{yuan(n)} x{c}" for n, c in change_in_notes(change - change % 10))
-            summary.append(
-                f"[b]收款 Tendered {yuan(payment.tendered_fen)}  找零 Change {yuan(change)}[/]"
-                + (f"  ({notes})" if notes else "")
-            )
-        summary.append("按 Enter 确认收款，Esc 返回 · Enter to collect, Esc to go back")
-        self.say("#sale-confirm", "\n".join(summary))
+        summary = sale_summary(lines, payment.channel, total, payment.tendered_fen)
+        self.say("#sale-confirm", summary)
         collect = self.query_one("#collect", Button)
         collect.disabled = False
         collect.focus()
@@ -540,25 +513,8 @@ class CounterApp(TrioApp):
         except ScenicError as exc:
             self.say("#lookup-result", error_text(exc))
             return
-        answers = reply["answers"]
-        times = answers["collections"]
-        head = [
-            f"[b]扣款了吗 Charged? {'是 yes' if answers['charged'] else '否 no'}[/]",
-            f"[b]扣了几次 How many times? {times} · {yuan(answers['collected_fen'])}[/]",
-            f"[b]退回多少 What comes back? {yuan(answers['refunded_fen'])} confirmed; "
-            f"{len(answers['comes_back'])} refund(s)[/]",
-        ]
-        if times > 1:
-            head.append(
-                both(
-                    "[yellow]检测到重复付款，多付的款项已原路退回",
-                    "a second payment was taken and is refunded[/]",
-                )
-            )
-        lines = render_lookup(reply, self.catalog["timezone"] if self.catalog else "UTC")
-        self.say(
-            "#lookup-result", "\n".join(head + [""] + [line.replace("[", r"\[") for line in lines])
-        )
+        timezone = self.catalog["timezone"] if self.catalog else "UTC"
+        self.say("#lookup-result", lookup_text(reply, timezone))
 
     # -- refunds ------------------------------------------------------------------------
 
@@ -568,20 +524,7 @@ class CounterApp(TrioApp):
         except ScenicError as exc:
             self.say("#refund-tickets-shown", error_text(exc))
             return
-        rows = [
-            f"{t['ticket']} {t['product']} {t['date']} "
-            + (
-                "已退 refunded"
-                if t["refunded"]
-                else "已用 used"
-                if t["entries_used"]
-                else "未用 unused"
-            )
-            for t in order["tickets"]
-        ]
-        self.say(
-            "#refund-tickets-shown", f"{order['order']} ({order['status']})\n" + "\n".join(rows)
-        )
+        self.say("#refund-tickets-shown", ticket_rows(order))
         self.refund_plan = {"order": order}
         self.query_one("#refund-tickets", Input).focus()
 
@@ -596,17 +539,13 @@ class CounterApp(TrioApp):
         reason = self.query_one("#refund-reason", Input).value.strip()
         unused = [t for t in order["tickets"] if not t["refunded"] and not t["entries_used"]]
         chosen = typed or [t["ticket"] for t in unused]
-        prices = {t["ticket"]: t for t in order["tickets"]}
         if not reason:
             self.say("#refund-confirm", "[red]请填写退款原因\ntype a reason[/]")
             return
         if not chosen:
             self.say("#refund-confirm", "[red]没有可退的票\nno unused ticket to refund[/]")
             return
-        unit = {(line["product"], line["date"]): line["unit_price_fen"] for line in order["lines"]}
-        amount = sum(
-            unit.get((prices[t]["product"], prices[t]["date"]), 0) for t in chosen if t in prices
-        )
+        amount = refund_amount(order, chosen)
         self.refund_plan.update(tickets=chosen, reason=reason)
         self.say(
             "#refund-confirm",
@@ -668,7 +607,7 @@ class CounterApp(TrioApp):
             return
         slip = shift_slip(report, self.catalog["site"], self.catalog["timezone"])
         printed = await self._print(slip)
-        self.say("#shift-result", as_text(slip).replace("[", r"\[") + printed)
+        self.say("#shift-result", escape(as_text(slip)) + printed)
 
     # -- rentals ------------------------------------------------------------------------
 
@@ -704,26 +643,9 @@ class CounterApp(TrioApp):
         except ScenicError as exc:
             self.say("#rental-result", error_text(exc))
             return
-        settlement = rental["settlement"]
-        if settlement is None:
+        if rental["settlement"] is None:
             out = [u["label"] for u in rental["units"] if u["back_at"] is None]
             self.say("#rental-result", f"已归还部分 part back; still out: {', '.join(out)}")
             return
-        charges = "\n".join(
-            f"  {c['item']} {c['unit']}: usage {yuan(0 if c['covered'] else c['usage_fen'])}"
-            f" late {yuan(c['late_fen'])} damage {yuan(c['damage_fen'])} lost {yuan(c['lost_fen'])}"
-            for c in rental["charges"]
-        )
-        self.say(
-            "#rental-result",
-            f"[b green]已结算 Settled {rental['rental']}[/]\n{charges}\n"
-            f"押金 paid {yuan(settlement['paid_fen'])} · 扣除 kept {yuan(settlement['kept_fen'])}"
-            f" · 退回 released {yuan(settlement['released_fen'])}"
-            + (
-                f" · 需补 owed {yuan(settlement['compensation_fen'])} "
-                f"({settlement['compensation_order']})"
-                if settlement["compensation_fen"]
-                else ""
-            ),
-        )
+        self.say("#rental-result", settlement_text(rental))
         self.query_one("#return-units", Input).value = ""
