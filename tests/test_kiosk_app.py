@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import signal
+from concurrent.futures import ThreadPoolExecutor
 
+import asyncpg
 import pytest
 
 from clients.kiosk.app import KioskApp
@@ -97,5 +100,174 @@ def test_a_full_sale_shows_the_total_the_notes_the_qr_and_then_the_tickets(serve
             )
             assert order["status"] == "paid" and order["total_fen"] == 24000
             assert {t["code"] for t in order["tickets"]} == {t.code for t in app.state.tickets}
+
+    asyncio.run(scenario())
+
+
+def test_a_second_payment_is_refunded_and_the_visitor_is_told(server):
+    async def scenario() -> None:
+        app = kiosk(server)
+        async with app.run_test(size=SIZE) as pilot:
+            await choose_two_adults_and_confirm(pilot, app)
+            await until(pilot, lambda: app.state.payment is not None)
+            wechat = app.state.payment
+            await pilot.press("a")  # the visitor switches to Alipay; both QR codes get paid
+            await until(pilot, lambda: app.state.payment.channel == "alipay")
+            alipay = app.state.payment
+            assert alipay.out_trade_no != wechat.out_trade_no
+            await phone_pays(server, app)  # Alipay first: it pays the order
+            await until(pilot, lambda: app.state.screen is Screen.DONE)
+            await as_device(
+                server.url,
+                "phone",
+                server.tokens["phone"],
+                "sim.pay",
+                channel="wechat",
+                out_trade_no=wechat.out_trade_no,
+            )
+            await until(pilot, lambda: any(r.confirmed for r in app.state.refunds))
+            shown = screen_text(app)
+            assert (
+                "A second payment was detected: 240.00 yuan by WeChat Pay is being refunded."
+                in shown
+            )
+            assert "WeChat Pay confirmed the refund of 240.00 yuan." in shown
+            order = await as_device(
+                server.url, "kiosk-1", server.tokens["kiosk-1"], "order.get", order=app.state.order
+            )
+            states = {p["channel"]: p["state"] for p in order["payments"]}
+            assert states == {"alipay": "captured", "wechat": "refunded"}
+
+    asyncio.run(scenario())
+
+
+def count_orders(server: DemoServer) -> int:
+    """The orders in the server's database (read on a thread of its own: blocking, briefly)."""
+
+    async def count() -> int:
+        conn = await asyncpg.connect(server.dsn)
+        try:
+            return await conn.fetchval("SELECT count(*) FROM orders")
+        finally:
+            await conn.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, count()).result(timeout=30)
+
+
+def test_a_server_restart_on_the_pay_screen_resumes_the_same_order(server):
+    async def scenario() -> None:
+        app = kiosk(server)
+        async with app.run_test(size=SIZE) as pilot:
+            await choose_two_adults_and_confirm(pilot, app)
+            await until(pilot, lambda: app.state.payment is not None)
+            order = app.state.order
+            await asyncio.to_thread(server.stop)
+            await until(pilot, lambda: app.link_state.status == "reconnecting")
+            shown = screen_text(app)
+            assert "Connection lost" in shown or "Reconnecting" in shown
+            assert "R: retry" in shown
+            assert app.state.screen is Screen.PAY and app.state.order == order
+            await asyncio.to_thread(server.start)
+            await until(pilot, lambda: app.link_state.status == "connected", within=30)
+            await until(pilot, lambda: not app.state.busy)
+            assert app.state.screen is Screen.PAY and app.state.order == order
+            # the simulated channels lived in the old process: the visitor takes a new QR
+            await pilot.press("a")
+            await until(pilot, lambda: app.state.payment.channel == "alipay")
+            await phone_pays(server, app)
+            await until(pilot, lambda: app.state.screen is Screen.DONE)
+            assert app.state.order == order and len(app.state.tickets) == 2
+
+    asyncio.run(scenario())
+    assert count_orders(server) == 1
+
+
+def test_a_payment_made_while_the_connection_is_down_shows_once_it_is_back(server):
+    async def scenario() -> None:
+        app = kiosk(server, reconnect_after_s=4.0)
+        async with app.run_test(size=SIZE) as pilot:
+            await choose_two_adults_and_confirm(pilot, app)
+            await until(pilot, lambda: app.state.payment is not None)
+            await app.run_trio(app.link.drop)
+            await until(pilot, lambda: app.link_state.status == "reconnecting")
+            await phone_pays(server, app)
+            for _ in range(100):  # the channel's notification reaches the server
+                paid = await as_device(
+                    server.url, "phone", server.tokens["phone"], "order.get", order=app.state.order
+                )
+                if paid["status"] == "paid":
+                    break
+                await asyncio.sleep(0.05)
+            assert paid["status"] == "paid"
+            assert app.state.screen is Screen.PAY  # the kiosk has not heard yet
+            await until(pilot, lambda: app.state.screen is Screen.DONE, within=20)
+            assert {t.code for t in app.state.tickets} == {t["code"] for t in paid["tickets"]}
+
+    asyncio.run(scenario())
+    assert count_orders(server) == 1
+
+
+def test_a_create_whose_reply_is_lost_is_sent_again_with_its_key_and_makes_one_order(server):
+    async def scenario() -> None:
+        app = kiosk(server, request_timeout_s=2.0)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: bool(app.state.products))
+            await pilot.press("enter", "right", "right", "enter")
+            assert app.state.screen is Screen.REVIEW
+            key = None
+            server.process.send_signal(signal.SIGSTOP)  # the server hears, and says nothing
+            try:
+                await pilot.press("enter")
+                key = f"{app.state.purchase}-{app.state.revision}"
+                await until(pilot, lambda: app.state.error == "no_reply", within=10)
+                assert "The server did not answer in time." in screen_text(app)
+                assert "R: retry" in screen_text(app)
+            finally:
+                server.process.send_signal(signal.SIGCONT)
+            await until(pilot, lambda: count_orders(server) == 1)  # the create did run
+            await until(pilot, lambda: app.link_state.status == "connected", within=30)
+            await pilot.press("r")
+            await until(pilot, lambda: app.state.payment is not None)
+            assert f"{app.state.purchase}-{app.state.revision}" == key
+            again = await as_device(
+                server.url,
+                "kiosk-1",
+                server.tokens["kiosk-1"],
+                "order.create",
+                client_key=key,
+                lines=[{"product": "adult", "quantity": 2, "date": app.state.dates[0]}],
+            )
+            assert again["order"] == app.state.order
+
+    asyncio.run(scenario())
+    assert count_orders(server) == 1
+
+
+def test_after_the_idle_time_the_start_screen_shows_nothing_of_the_last_visitor(server):
+    async def scenario() -> None:
+        app = kiosk(server, idle_s=1.5, language="zh")
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: bool(app.state.products))
+            await pilot.press("l")  # the visitor reads English
+            await pilot.press("enter", "right", "right", "enter", "enter")
+            await until(pilot, lambda: app.state.payment is not None)
+            await phone_pays(server, app)
+            await until(pilot, lambda: app.state.screen is Screen.DONE)
+            order, code = app.state.order, app.state.tickets[0].ticket
+            assert order in screen_text(app)
+            await until(pilot, lambda: app.state.screen is Screen.START, within=5)
+            shown = screen_text(app) + str(app.query_one("#qr").render())
+            assert order not in shown and code not in shown
+            assert "欢迎" in shown  # back in the kiosk's own language
+            assert str(app.query_one("#qr").render()) == ""
+            state = app.state
+            assert (state.purchase, state.order, state.payment, state.tickets) == (None,) * 3 + (
+                (),
+            )
+            # the next visitor starts from nothing
+            await pilot.press("enter")
+            assert app.state.quantities == (0,) * len(app.state.products)
+            assert app.state.purchase != "purchase0001"
 
     asyncio.run(scenario())

@@ -44,7 +44,13 @@ PLACES_EVERY_S = 5.0
 
 
 class KioskApp(TrioApp):
-    """The self-service kiosk for ``device`` at ``url`` (see the module's docstring)."""
+    """The self-service kiosk for ``device`` at ``url`` (see the module's docstring).
+
+    ``language`` is what each visitor first sees; ``idle_s`` and ``pay_s`` the
+    idle rule's limits; ``request_timeout_s`` bounds each request;
+    ``reconnect_after_s`` is the first reconnect delay (it doubles up to 15 s);
+    ``new_purchase`` draws a purchase id (the ``client_key``'s stem).
+    """
 
     CSS = """
     Screen { layout: vertical; }
@@ -66,6 +72,7 @@ class KioskApp(TrioApp):
         idle_s: float = 60.0,
         pay_s: float = 180.0,
         request_timeout_s: float = 10.0,
+        reconnect_after_s: float = 0.5,
         new_purchase: Callable[[], str] = lambda: uuid.uuid4().hex,
     ) -> None:
         super().__init__()
@@ -86,6 +93,7 @@ class KioskApp(TrioApp):
             on_state=lambda state: self.to_ui(self._link_changed, state),
             on_event=lambda event, data: self.to_ui(self._server_event, event, data),
             request_timeout_s=request_timeout_s,
+            backoff_base_s=reconnect_after_s,
         )
 
     # -- textual
