@@ -75,7 +75,13 @@ def test_a_full_sale_shows_the_total_the_notes_the_qr_and_then_the_tickets(serve
             await until(pilot, lambda: bool(app.state.products))
             assert "Yunqi Mountain Scenic Area" in screen_text(app)
             assert "Connected" in screen_text(app)
-            await pilot.press("enter", "right", "right", "enter")
+            await pilot.press("enter")
+            dates = app.state.dates
+            await pilot.press("d", "d", "D")  # two dates on, one back
+            assert f"Visit date: < {dates[1]} >" in screen_text(app)
+            await pilot.press("D", "t")
+            assert "Entry time: [PM]" in screen_text(app)
+            await pilot.press("T", "right", "right", "right", "left", "enter")
             shown = screen_text(app)
             assert "Adult  " in shown and "120.00 x 2 = 240.00" in shown
             assert "Total: 240.00" in shown
@@ -85,6 +91,7 @@ def test_a_full_sale_shows_the_total_the_notes_the_qr_and_then_the_tickets(serve
             assert app.state.screen is Screen.PAY and app.state.payment.channel == "wechat"
             shown = screen_text(app)
             assert "Scan to pay" in shown and "Paying with: WeChat Pay" in shown
+            assert f"Payment no.: {app.state.payment.out_trade_no}" in shown
             assert str(app.query_one("#qr").render()).count("\n") > 10  # a QR is drawn
             await phone_pays(server, app)
             await until(pilot, lambda: app.state.screen is Screen.DONE)

@@ -137,8 +137,8 @@ class KioskApp(TrioApp):
             elif key == "escape":
                 self._set(flow.back(state))
         elif state.screen is Screen.PAY:
-            if key in ("w", "a"):
-                channel = "wechat" if key == "w" else "alipay"
+            if key in ("w", "a", "W", "A"):
+                channel = "wechat" if key in ("w", "W") else "alipay"
                 if state.payment is None or state.payment.channel != channel:
                     self._do(partial(self._start_payment, channel))
             elif key == "escape":
@@ -167,6 +167,7 @@ class KioskApp(TrioApp):
             "minus": partial(flow.change_quantity, state, -1),
             "right": partial(flow.change_quantity, state, 1),
             "plus": partial(flow.change_quantity, state, 1),
+            "equals_sign": partial(flow.change_quantity, state, 1),
             "d": partial(flow.shift_date, state, 1),
             "pagedown": partial(flow.shift_date, state, 1),
             "D": partial(flow.shift_date, state, -1),
@@ -174,6 +175,7 @@ class KioskApp(TrioApp):
             "pageup": partial(flow.shift_date, state, -1),
             "t": partial(flow.shift_slot, state, 1),
             "T": partial(flow.shift_slot, state, -1),
+            "shift+t": partial(flow.shift_slot, state, -1),
             "enter": partial(flow.review, state),
         }
         if key in moves:

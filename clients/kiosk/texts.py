@@ -44,6 +44,7 @@ WORDS: Mapping[str, Text] = {
     "wechat": Text("微信支付", "WeChat Pay"),
     "alipay": Text("支付宝", "Alipay"),
     "order_no": Text("订单号", "Order"),
+    "payment_no": Text("支付单号", "Payment no."),
     "waiting_payment": Text("等待付款…", "Waiting for your payment…"),
     "pay_until": Text("付款剩余时间", "Time left to pay"),
     "done_title": Text("付款成功！这是您的门票", "Paid! Here are your tickets"),

@@ -131,6 +131,7 @@ def _pay(state: Kiosk, lang: Language, now: float) -> str:
     lines.append(f"{word('total', lang)}: {yuan(state.total_fen)}")
     if state.payment is not None:
         lines.append(f"{word('pay_with', lang)}: {_channel(state.payment.channel, lang)}")
+        lines.append(f"{word('payment_no', lang)}: {state.payment.out_trade_no}")
     if state.expires_at is not None:
         left = max(0, int(state.expires_at - now))
         lines.append(f"{word('pay_until', lang)}: {left // 60}:{left % 60:02d}")
