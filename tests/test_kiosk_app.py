@@ -278,3 +278,24 @@ def test_after_the_idle_time_the_start_screen_shows_nothing_of_the_last_visitor(
             assert app.state.purchase != "purchase0001"
 
     asyncio.run(scenario())
+
+
+def test_a_pay_screen_left_alone_cancels_its_order_and_returns_to_the_start(server):
+    async def scenario() -> None:
+        app = kiosk(server, idle_s=30, pay_s=1.5)
+        async with app.run_test(size=SIZE) as pilot:
+            await choose_two_adults_and_confirm(pilot, app)
+            await until(pilot, lambda: app.state.payment is not None)
+            order = app.state.order
+            await until(pilot, lambda: app.state.screen is Screen.START, within=5)
+            assert order not in screen_text(app)
+            for _ in range(100):
+                seen = await as_device(
+                    server.url, "phone", server.tokens["phone"], "order.get", order=order
+                )
+                if seen["status"] == "cancelled":
+                    break
+                await asyncio.sleep(0.05)
+            assert seen["status"] == "cancelled"
+
+    asyncio.run(scenario())
