@@ -14,13 +14,14 @@ stderr and exit status 1, as :mod:`devices.cli` does for the gate commands.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from datetime import UTC, datetime
 from typing import Any
 
 import trio
 
-from devices.cli import _until_signalled
+from devices.cli import _LEVELS, _until_signalled
 from devices.printer.escpos_driver import (
     STATUS_TIMEOUT_S,
     WRITE_TIMEOUT_S,
@@ -44,6 +45,12 @@ def add_printer_parsers(subparsers: Any) -> None:
     )
     sim.add_argument(
         "--paper-out", action="store_true", help="start with no paper (status says paper end)"
+    )
+    sim.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=_LEVELS,
+        help="log lines on stderr at this level (default: none)",
     )
     sim.set_defaults(run=_run_sim)
 
@@ -81,6 +88,8 @@ def add_printer_parsers(subparsers: Any) -> None:
 
 async def _run_sim(config: ServerConfig, args: argparse.Namespace) -> int:
     del config
+    if args.log_level is None:  # the screen shows what is printed, nothing else
+        logging.getLogger("scenic").setLevel(logging.CRITICAL + 1)
 
     def show(line: str) -> None:
         print(line, flush=True)
