@@ -128,6 +128,22 @@ async def test_an_unplugged_printer_is_one_line_and_is_opened_again_on_the_next_
     assert missing.value.message.startswith(f"no printer at {old_port}: check the cable")
 
 
+async def test_given_a_path_function_the_printer_follows_the_simulator_to_its_new_port():
+    with trio.fail_after(10):
+        async with PrinterSimulator() as sim:
+            with ReceiptPrinter.open(lambda: sim.port) as printer:
+                await printer.print_receipt_async(SMALL)
+                await sim.wait_for_cuts(1)
+                sim.unplug()
+                with pytest.raises(PrinterUnavailable):
+                    await printer.print_receipt_async(SMALL)
+                sim.replug()
+                await printer.print_receipt_async(SMALL)
+                await sim.wait_for_cuts(2)
+                assert printer.path == sim.port
+    assert sim.receipts()[0] == sim.receipts()[1]
+
+
 async def test_printing_to_a_file_writes_the_same_bytes_or_the_simulators_text(tmp_path):
     receipt = printer_test_receipt(printed_at=datetime(2026, 10, 1, 1, 5, tzinfo=UTC))
     raw, text = tmp_path / "receipts.bin", tmp_path / "receipts.txt"
