@@ -14,13 +14,14 @@ stderr and exit status 1, as :mod:`devices.cli` does for the gate commands.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from datetime import UTC, datetime
 from typing import Any
 
 import trio
 
-from devices.cli import _until_signalled
+from devices.cli import _LEVELS, _until_signalled
 from devices.printer.escpos_driver import (
     STATUS_TIMEOUT_S,
     WRITE_TIMEOUT_S,
@@ -43,7 +44,15 @@ def add_printer_parsers(subparsers: Any) -> None:
         " printed follows as readable text. Ctrl-C stops it.",
     )
     sim.add_argument(
-        "--paper-out", action="store_true", help="start with no paper (status says paper end)"
+        "--paper-out",
+        action="store_true",
+        help="Start with no paper: its status says paper end until it is loaded.",
+    )
+    sim.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=_LEVELS,
+        help="Write log lines on stderr at this level (default: none).",
     )
     sim.set_defaults(run=_run_sim)
 
@@ -54,33 +63,37 @@ def add_printer_parsers(subparsers: Any) -> None:
         " size, a QR code, a barcode, then a cut. --port is a serial port (/dev/...) or a file.",
     )
     test.add_argument(
-        "--port", required=True, help="the printer's serial port (a /dev/serial/by-id/... name)"
+        "--port",
+        required=True,
+        help="The printer's serial port (a /dev/serial/by-id/... name), or a file to print into.",
     )
     test.add_argument(
         "--readable",
         action="store_true",
-        help="into a file: write the readable text instead of the ESC/POS bytes",
+        help="Into a file: write the readable text instead of the ESC/POS bytes.",
     )
     test.add_argument(
-        "--baud", type=int, default=9600, help="the port's speed in baud (default 9600)"
+        "--baud", type=int, default=9600, help="The port's speed in baud (default 9600)."
     )
     test.add_argument(
         "--width",
         type=int,
         choices=(32, 48),
         default=DEFAULT_WIDTH,
-        help="columns: 32 for 58 mm paper (default), 48 for 80 mm",
+        help="Columns: 32 for 58 mm paper (default), 48 for 80 mm.",
     )
     test.add_argument(
         "--no-status",
         action="store_true",
-        help="do not ask the printer's status first (a printer wired to send nothing back)",
+        help="Do not ask the printer's status first (a printer wired to send nothing back).",
     )
     test.set_defaults(run=_run_print_test)
 
 
 async def _run_sim(config: ServerConfig, args: argparse.Namespace) -> int:
     del config
+    if args.log_level is None:  # the screen shows what is printed, nothing else
+        logging.getLogger("scenic").setLevel(logging.CRITICAL + 1)
 
     def show(line: str) -> None:
         print(line, flush=True)

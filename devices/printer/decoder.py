@@ -312,8 +312,14 @@ class EscPosDecoder:
         if not self._line and not force:
             return
         modes = self._line_modes or self._modes
+        merged: list[tuple[bytearray, bool]] = []  # a character may arrive in two pieces
+        for run, chinese in self._line:
+            if merged and merged[-1][1] == chinese:
+                merged[-1][0].extend(run)
+            else:
+                merged.append((bytearray(run), chinese))
         text = "".join(
-            run.decode("gb18030" if chinese else "cp437", "replace") for run, chinese in self._line
+            run.decode("gb18030" if chinese else "cp437", "replace") for run, chinese in merged
         )
         events.append(PrintedLine(text, modes.align, modes.bold, modes.width, modes.height))
         self._line, self._line_modes = [], None

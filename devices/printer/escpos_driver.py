@@ -52,6 +52,7 @@ import stat
 import termios
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Self
 
@@ -126,11 +127,13 @@ class ReceiptPrinter:
 
     Made by :meth:`open`. One receipt at a time: calls from several threads
     are serialised. Use as a context manager, or call :meth:`close`.
+    :attr:`path` is the port or the file (for a path function, the path of
+    the latest open attempt).
     """
 
     def __init__(
         self,
-        path: str,
+        path: str | Callable[[], str],
         *,
         readable: bool = False,
         baudrate: int = 9600,
@@ -138,8 +141,9 @@ class ReceiptPrinter:
         status_timeout_s: float = STATUS_TIMEOUT_S,
         check_status: bool = True,
     ) -> None:
-        self.path = path
-        self.serial = is_serial_path(path)
+        self._path_source = path
+        self.path = path() if callable(path) else path
+        self.serial = callable(path) or is_serial_path(self.path)
         if self.serial and readable:
             raise ValueError("readable=True is for a file; a serial printer gets ESC/POS bytes")
         self.readable = readable
@@ -155,7 +159,7 @@ class ReceiptPrinter:
     @classmethod
     def open(
         cls,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | Callable[[], str],
         *,
         readable: bool = False,
         baudrate: int = 9600,
@@ -165,12 +169,16 @@ class ReceiptPrinter:
     ) -> Self:
         """Open the printer at ``path`` (a serial port) or the file ``path`` (appended to).
 
+        ``path`` may be a function returning a serial port's current path,
+        called at every open, as the gate drivers take it (a simulator after
+        ``replug()``: ``lambda: sim.port``).
+
         Raises :class:`PrinterUnavailable` when the port or the file cannot be
         opened, ValueError for ``readable`` on a serial port. It does not
         talk to the printer: the status is asked before each receipt.
         """
         printer = cls(
-            os.fspath(path),
+            path if callable(path) else os.fspath(path),
             readable=readable,
             baudrate=baudrate,
             write_timeout_s=write_timeout_s,
@@ -246,6 +254,8 @@ class ReceiptPrinter:
             return
         if self._escpos is not None:
             return
+        if callable(self._path_source):
+            self.path = self._path_source()
         printer = EscposSerial(
             devfile=self.path,
             baudrate=self.baudrate,
@@ -288,11 +298,20 @@ class ReceiptPrinter:
         )
 
     def _query(self, command: bytes) -> int | None:
-        """Send a ``DLE EOT n`` and return the status byte, or None after the status timeout."""
+        """Send a ``DLE EOT n`` and return the status byte, or None after the status timeout.
+
+        Asking and waiting for the answer together take at most ``status_timeout_s``.
+        """
         device = self._device()
+        deadline = time.monotonic() + self.status_timeout_s
         try:
             device.reset_input_buffer()
-            device.write(command)
+            device.write_timeout = self.status_timeout_s
+            try:
+                device.write(command)
+            finally:
+                device.write_timeout = self.write_timeout_s
+            device.timeout = max(deadline - time.monotonic(), 0.001)
             answer = device.read(1)
         except serial.SerialTimeoutException as exc:
             raise PrinterOffline(

@@ -148,7 +148,7 @@ def spread(left: str, right: str, width: int) -> str:
     room = width - columns_of(right) - 1
     left = fit(left, max(room, 0))
     gap = width - columns_of(left) - columns_of(right)
-    return left + " " * max(gap, 1 if left else 0) + right if left else right.rjust(width)
+    return left + " " * max(gap, 1 if left else 0) + right
 
 
 def yuan(fen: int, lang: Lang) -> str:

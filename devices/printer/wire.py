@@ -42,7 +42,10 @@ def encode_text(text: str) -> bytes:
 
 
 def encode_line(line: Line) -> bytes:
-    """A line: ``ESC a`` alignment, ``ESC E`` bold, ``GS !`` size, the text, LF."""
+    """A line: ``GS !`` size, ``ESC E`` bold, ``ESC a`` alignment, the text, LF.
+
+    (The modes in python-escpos's ``set()`` order, all three before every line.)
+    """
     printer = Dummy()
     printer.set(
         align=_ALIGN[line.align],
