@@ -7,7 +7,7 @@
 
 The screen (:mod:`clients.counter`) runs in the terminal (textual); it
 owns the process's main thread and event loop, so the command is run
-outside the CLI's trio run (``run_sync``). It lives in devices/ because it
+outside the CLI's trio run (``run`` is a plain function). It lives in devices/ because it
 wires the screen to its receipt printer (devices/ may import clients/, not
 the reverse), as the gate agent wires its hardware.
 """
@@ -58,7 +58,7 @@ def add_counter_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="Write the program's log lines to this file (default: none; the screen is the "
         "terminal, so nothing is logged to it).",
     )
-    parser.set_defaults(run_sync=run)
+    parser.set_defaults(run=run)
     return parser
 
 

@@ -408,8 +408,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"scenic: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log_level)
-    if getattr(args, "run_sync", None) is not None:  # a screen that owns the main thread's loop
-        return args.run_sync(config, args)
     try:
         if not inspect.iscoroutinefunction(args.run):
             return args.run(config, args)  # a command with its own event loop (textual screens)
