@@ -76,7 +76,11 @@ def run(config: ServerConfig, args: argparse.Namespace) -> int:
     printer = printer_for(args.printer) if args.printer else None
     _log_away_from_the_screen(args.log)
     app = CounterApp(args.url, args.device, args.token, printer=printer, float_fen=float_fen)
-    app.run()
+    try:
+        app.run()
+    finally:
+        if printer is not None:
+            printer.close()
     return 0
 
 

@@ -53,6 +53,12 @@ class SerialPrinter:
         """What the screen says about this printer."""
         return f"ESC/POS {self.port}"
 
+    def close(self) -> None:
+        """Close the port (the next receipt opens it again)."""
+        printer, self._printer = self._printer, None
+        if printer is not None:
+            printer.close()
+
     async def print_receipt(self, receipt: Receipt) -> None:
         """Print ``receipt`` and cut; raises ``OSError`` when the printer fails."""
         try:
@@ -60,9 +66,7 @@ class SerialPrinter:
                 self._printer = await trio.to_thread.run_sync(ReceiptPrinter.open, self.port)
             await self._printer.print_receipt_async(escpos_receipt(receipt))
         except PrinterError as exc:
-            printer, self._printer = self._printer, None
-            if printer is not None:
-                printer.close()
+            self.close()
             raise OSError(str(exc)) from exc
 
 

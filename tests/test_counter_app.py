@@ -370,6 +370,7 @@ def test_a_cash_sale_prints_on_the_simulated_escpos_printer_over_a_pty(server):
                 return simulator.receipts()
 
             (receipt,) = await app.run_trio(receipts)
+            app.printer.close()
             await holder
             text = "\n".join(receipt)
             assert "云栖山风景区" in text  # Chinese reached the paper (GB18030) and came back

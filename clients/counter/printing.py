@@ -30,6 +30,9 @@ class FilePrinter:
         """What the screen says about this printer."""
         return f"file {self.path}"
 
+    def close(self) -> None:
+        """Nothing stays open between receipts."""
+
     async def print_receipt(self, receipt: Receipt) -> None:
         """Append ``receipt`` (and a cut) to the file; raises ``OSError`` if it cannot."""
         text = as_text(receipt) + CUT
