@@ -21,6 +21,7 @@ port is taken, the data directory cannot be written). ``--log-level DEBUG``
 from __future__ import annotations
 
 import argparse
+import inspect
 import signal
 import sys
 import traceback
@@ -417,6 +418,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(config.log_level)
     try:
+        if not inspect.iscoroutinefunction(args.run):
+            return args.run(config, args)  # a command with its own event loop (textual screens)
         return trio.run(args.run, config, args)
     except BaseException as exc:  # sorted below; anything else is re-raised as it was
         failures = _leaves(exc)

@@ -14,6 +14,7 @@ from server.handlers import (
     reconciliation,
     rental_reports,
     rentals,
+    shift,
     simulator,
 )
 from server.ops import OpTable
@@ -29,6 +30,7 @@ def build_op_table() -> OpTable:
         rentals.OPS,
         rental_reports.OPS,
         daily_reports.OPS,
+        shift.OPS,
         simulator.OPS,
         reconciliation.OPS,
     )
