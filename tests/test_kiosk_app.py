@@ -176,14 +176,15 @@ def test_a_server_restart_on_the_pay_screen_resumes_the_same_order(server):
             assert "R: retry" in shown
             assert app.state.screen is Screen.PAY and app.state.order == order
             await asyncio.to_thread(server.start)
+            await pilot.press("r")  # the visible retry: reconnect now, not after the backoff
             await until(pilot, lambda: app.link_state.status == "connected", within=30)
-            await until(pilot, lambda: not app.state.busy)
+            await until(pilot, lambda: not app.state.busy, within=30)
             assert app.state.screen is Screen.PAY and app.state.order == order
             # the simulated channels lived in the old process: the visitor takes a new QR
             await pilot.press("a")
-            await until(pilot, lambda: app.state.payment.channel == "alipay")
+            await until(pilot, lambda: app.state.payment.channel == "alipay", within=30)
             await phone_pays(server, app)
-            await until(pilot, lambda: app.state.screen is Screen.DONE)
+            await until(pilot, lambda: app.state.screen is Screen.DONE, within=30)
             assert app.state.order == order and len(app.state.tickets) == 2
 
     asyncio.run(scenario())

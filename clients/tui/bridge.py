@@ -17,6 +17,9 @@ the same instant and may touch the same Python objects.
         async def on_button_pressed(self) -> None:  # a textual handler (asyncio)
             reply = await self.run_trio(self.link.request, "catalog.list")
 
+``run_trio`` passes positional arguments only: wrap keyword arguments with
+``functools.partial(self.link.request, "order.get", order=order_id)``.
+
 The guest run starts when the App mounts and is cancelled and awaited when it
 unmounts. An exception escaping :meth:`TrioApp.trio_main` (or a task of the
 bridge's nursery) is handed to textual's own unhandled-exception path: the App
