@@ -300,3 +300,21 @@ def test_a_pay_screen_left_alone_cancels_its_order_and_returns_to_the_start(serv
             assert seen["status"] == "cancelled"
 
     asyncio.run(scenario())
+
+
+def test_an_order_that_lapses_on_the_pay_screen_returns_to_the_start_saying_so(dsn, tmp_path):
+    server = DemoServer(dsn, tmp_path, {"kiosk-1": "kiosk"}, env={"SCENIC_ORDER_TTL_S": "3"})
+
+    async def scenario() -> None:
+        app = kiosk(server)
+        async with app.run_test(size=SIZE) as pilot:
+            await choose_two_adults_and_confirm(pilot, app)
+            await until(pilot, lambda: app.state.payment is not None)
+            await until(pilot, lambda: app.state.screen is Screen.START, within=40)
+            assert app.state.error == "order_expired"
+            assert "The order was not paid in time and has lapsed." in screen_text(app)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        server.stop()
