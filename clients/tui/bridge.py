@@ -204,6 +204,12 @@ class TrioApp(App):
     returns its result; from trio, ``self.to_ui(fn, *args)`` calls ``fn`` on
     the textual side (where widgets may be changed). An exception escaping
     the trio run ends the App as any unhandled exception does.
+
+    The run is started by this class's ``_on_mount`` and stopped by its
+    ``_on_unmount``: a subclass uses ``on_mount`` / ``on_unmount`` (textual
+    calls both), and must not define ``_on_mount`` or ``_on_unmount`` itself.
+    A subclass's ``on_mount`` runs before the bridge's start; a
+    :meth:`run_trio` awaited there waits until the run is up.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
