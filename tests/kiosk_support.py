@@ -26,11 +26,14 @@ from server.workers import free_port
 class DemoServer:
     """``scenic serve --demo --dsn DSN`` on a fixed free port, with devices registered."""
 
-    def __init__(self, dsn: str, workdir: Path, devices: dict[str, str]) -> None:
+    def __init__(
+        self, dsn: str, workdir: Path, devices: dict[str, str], env: dict[str, str] | None = None
+    ) -> None:
         self.dsn, self.workdir = dsn, workdir
         self.port = free_port()
         self.url = f"ws://127.0.0.1:{self.port}"
         self.env = {**os.environ, "SCENIC_CHANNEL_KEYS": str(workdir / "channel_keys.json")}
+        self.env.update(env or {})
         self.process: subprocess.Popen | None = None
         self.starts = 0
         self.start()

@@ -176,14 +176,15 @@ def test_a_server_restart_on_the_pay_screen_resumes_the_same_order(server):
             assert "R: retry" in shown
             assert app.state.screen is Screen.PAY and app.state.order == order
             await asyncio.to_thread(server.start)
+            await pilot.press("r")  # the visible retry: reconnect now, not after the backoff
             await until(pilot, lambda: app.link_state.status == "connected", within=30)
-            await until(pilot, lambda: not app.state.busy)
+            await until(pilot, lambda: not app.state.busy, within=30)
             assert app.state.screen is Screen.PAY and app.state.order == order
             # the simulated channels lived in the old process: the visitor takes a new QR
             await pilot.press("a")
-            await until(pilot, lambda: app.state.payment.channel == "alipay")
+            await until(pilot, lambda: app.state.payment.channel == "alipay", within=30)
             await phone_pays(server, app)
-            await until(pilot, lambda: app.state.screen is Screen.DONE)
+            await until(pilot, lambda: app.state.screen is Screen.DONE, within=30)
             assert app.state.order == order and len(app.state.tickets) == 2
 
     asyncio.run(scenario())
@@ -299,3 +300,21 @@ def test_a_pay_screen_left_alone_cancels_its_order_and_returns_to_the_start(serv
             assert seen["status"] == "cancelled"
 
     asyncio.run(scenario())
+
+
+def test_an_order_that_lapses_on_the_pay_screen_returns_to_the_start_saying_so(dsn, tmp_path):
+    server = DemoServer(dsn, tmp_path, {"kiosk-1": "kiosk"}, env={"SCENIC_ORDER_TTL_S": "3"})
+
+    async def scenario() -> None:
+        app = kiosk(server)
+        async with app.run_test(size=SIZE) as pilot:
+            await choose_two_adults_and_confirm(pilot, app)
+            await until(pilot, lambda: app.state.payment is not None)
+            await until(pilot, lambda: app.state.screen is Screen.START, within=40)
+            assert app.state.error == "order_expired"
+            assert "The order was not paid in time and has lapsed." in screen_text(app)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        server.stop()

@@ -153,6 +153,13 @@ def test_an_order_read_after_a_missed_event_shows_its_tickets_and_refunds():
     assert seen.refunds == (flow.Refunded("P2", "wechat", 24000, "already_paid", False),)
 
 
+def test_an_order_on_the_pay_screen_lapses_at_its_expiry():
+    state = flow.order_seen(flow.create_sent(flow.begin(fresh(), "p")), order_map())
+    assert not flow.lapsed(state, 1764600899.9)
+    assert flow.lapsed(state, 1764600900.0)
+    assert not flow.lapsed(attrs.evolve(state, screen=Screen.DONE), 1764600901.0)
+
+
 def test_a_late_reply_after_a_reset_changes_nothing():
     state = flow.reset(flow.create_sent(flow.begin(fresh(), "p")))
     assert flow.order_seen(state, order_map()) == state

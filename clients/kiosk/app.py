@@ -86,6 +86,7 @@ class KioskApp(TrioApp):
         self._last_input = time.monotonic()
         self._retry: Callable[[], None] | None = None
         self._places_at = 0.0
+        self._lapse_asked_at = 0.0
         self.link = Link(
             url,
             device,
@@ -309,6 +310,13 @@ class KioskApp(TrioApp):
             if self.state.screen is Screen.PAY and self.state.status == "pending":
                 self._cancel_quietly(self.state.order)
             self._reset()
+        elif (
+            flow.lapsed(self.state, time.time())
+            and not self.state.busy
+            and time.monotonic() - self._lapse_asked_at > PLACES_EVERY_S
+        ):
+            self._lapse_asked_at = time.monotonic()
+            self._do(self._refresh_order)
         elif (
             self.state.screen is Screen.CHOOSE
             and not self.state.busy

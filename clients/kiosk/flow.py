@@ -382,6 +382,15 @@ def toggle_language(state: Kiosk) -> Kiosk:
     return attrs.evolve(state, language="en" if state.language == "zh" else "zh")
 
 
+def lapsed(state: Kiosk, now: float) -> bool:
+    """Whether the order on the pay screen is past its ``expires_at`` (``now``: epoch seconds).
+
+    The App then reads the order again, and the server's word (``expired``)
+    takes the kiosk back to the start with the notice ``order_expired``.
+    """
+    return state.screen is Screen.PAY and state.expires_at is not None and now >= state.expires_at
+
+
 def idle_expired(state: Kiosk, idle_s: float, since_input_s: float, pay_s: float) -> bool:
     """Whether the kiosk should return to the start screen now.
 

@@ -17,6 +17,9 @@ the same instant and may touch the same Python objects.
         async def on_button_pressed(self) -> None:  # a textual handler (asyncio)
             reply = await self.run_trio(self.link.request, "catalog.list")
 
+``run_trio`` passes positional arguments only: wrap keyword arguments with
+``functools.partial(self.link.request, "order.get", order=order_id)``.
+
 The guest run starts when the App mounts and is cancelled and awaited when it
 unmounts. An exception escaping :meth:`TrioApp.trio_main` (or a task of the
 bridge's nursery) is handed to textual's own unhandled-exception path: the App
@@ -201,6 +204,12 @@ class TrioApp(App):
     returns its result; from trio, ``self.to_ui(fn, *args)`` calls ``fn`` on
     the textual side (where widgets may be changed). An exception escaping
     the trio run ends the App as any unhandled exception does.
+
+    The run is started by this class's ``_on_mount`` and stopped by its
+    ``_on_unmount``: a subclass uses ``on_mount`` / ``on_unmount`` (textual
+    calls both), and must not define ``_on_mount`` or ``_on_unmount`` itself.
+    A subclass's ``on_mount`` runs before the bridge's start; a
+    :meth:`run_trio` awaited there waits until the run is up.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

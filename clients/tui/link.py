@@ -140,7 +140,8 @@ class Link:
         attempt = 0
         while True:
             code, reason = await self._one_connection()
-            attempt = 0 if code is None else attempt
+            if self.state.status == "connected":
+                attempt = 0  # it was up: back off from the start
             attempt += 1
             if code == "bad_credentials":
                 self._set(LinkState("failed", code, reason, attempt))
