@@ -199,9 +199,10 @@ def test_a_sale_receipt_carries_the_order_lines_total_channel_and_a_qr_per_ticke
     assert "[bold] 合计                    180.00元" in lines
     assert "支付方式                微信支付" in lines
     assert [line for line in lines if line.startswith("[qr]")] == [
-        "[qr] k4e1.T20261001AAAA.QRTAG1",
-        "[qr] k4e1.T20261001BBBB.QRTAG2",
+        "[qr] k4e1.T20261001AAAA.QRTAG1"  # the child ticket was refunded: void, no code
     ]
+    void = lines.index("[center] 儿童票 2026-10-01 AM") + 1
+    assert lines[void : void + 2] == ["[center bold] 已退票，作废", "[center] T20261001BBBB"]
     assert lines[-2:] == ["[feed 6]", "[cut]"]
     assert all(columns_of(line.split("] ")[-1]) <= 32 for line in lines)
 

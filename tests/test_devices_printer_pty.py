@@ -57,7 +57,7 @@ async def test_a_sale_receipt_prints_in_chinese_with_each_ticket_code_as_a_qr_th
     assert "[center bold 2x2] 西湖风景名胜区" in first
     assert "支付方式                微信支付" in first
     assert [line for line in first if line.startswith("[qr]")] == [
-        f"[qr] {ticket['code']}" for ticket in ORDER["tickets"]
+        f"[qr] {ticket['code']}" for ticket in ORDER["tickets"] if not ticket["refunded"]
     ]
 
 
@@ -217,3 +217,21 @@ async def test_scenic_print_test_with_no_printer_says_so_in_one_line_and_exits_1
         "scenic print-test: no printer at /dev/ttyNO-SUCH-PRINTER: check the cable and the port"
         " name (a /dev/serial/by-id/... name stays the same across replugs)\n"
     )
+
+
+async def test_scenic_print_test_on_a_printer_out_of_paper_is_one_line_on_stderr_and_exit_1():
+    with trio.fail_after(60):
+        async with PrinterSimulator() as sim:
+            sim.paper_out()
+            result = await trio.run_process(
+                scenic_command("print-test", "--port", sim.port),
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+    assert result.returncode == 1 and result.stdout == b""
+    assert result.stderr.decode() == (
+        f"scenic print-test: the printer at {sim.port} is out of paper: load a new roll and"
+        " print again\n"
+    )
+    assert sim.cuts == 0

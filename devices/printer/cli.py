@@ -87,6 +87,12 @@ def add_printer_parsers(subparsers: Any) -> None:
         action="store_true",
         help="Do not ask the printer's status first (a printer wired to send nothing back).",
     )
+    test.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=_LEVELS,
+        help="Write log lines on stderr at this level (default: none).",
+    )
     test.set_defaults(run=_run_print_test)
 
 
@@ -111,6 +117,8 @@ async def _run_sim(config: ServerConfig, args: argparse.Namespace) -> int:
 
 async def _run_print_test(config: ServerConfig, args: argparse.Namespace) -> int:
     del config
+    if args.log_level is None:  # a failure is its one line on stderr, nothing else
+        logging.getLogger("scenic").setLevel(logging.CRITICAL + 1)
     if args.readable and is_serial_path(args.port):
         print(
             "scenic print-test: --readable is for a file; a serial printer gets ESC/POS bytes",

@@ -16,7 +16,8 @@ comes in and is shown in the site's time zone.
 
 - :func:`sale_receipt`: a paid order: its lines, the total, the channel
   (and for cash what was handed over and the change), then one QR code per
-  ticket, whose payload is the ticket's ``code`` (what the gates scan).
+  ticket, whose payload is the ticket's ``code`` (what the gates scan); a
+  refunded ticket is printed as void, without a code.
 - :func:`rental_voucher_receipt`: a rental whose deposit is held: its lines,
   the deposit, the prepaid usage, the channel, and the voucher as a QR code.
 - :func:`refund_receipt`: one refund of an order (by its ``out_refund_no``).
@@ -178,6 +179,7 @@ _WORDS: dict[str, tuple[str, str]] = {
     "change": ("找零", "Change"),
     "ticket": ("门票", "Ticket"),
     "tickets_note": ("凭二维码入园", "Scan the QR code at the gate"),
+    "ticket_void": ("已退票，作废", "Refunded, void"),
     "thanks": ("谢谢惠顾，欢迎再来", "Thank you, come again"),
     "days": ("租期(天)", "Days"),
     "deposit": ("押金", "Deposit"),
@@ -271,7 +273,8 @@ def sale_receipt(
 
     ``order`` is the order map, ``catalog`` the ``catalog.list`` reply. For a
     cash sale ``cash_tendered_fen`` (what the visitor handed over, at least
-    the total) adds the tendered amount and the change. Raises ValueError
+    the total) adds the tendered amount and the change. A ticket the desk
+    refunded is printed as void, without its QR code. Raises ValueError
     when the order is not paid (no captured payment) or the tender is short.
     """
     lang = _check_lang(lang)
@@ -318,7 +321,10 @@ def sale_receipt(
             Feed(1),
             Line(fit(f"{_word('ticket', lang)} {n}/{len(tickets)}", width), "center", bold=True),
             Line(fit(f"{name} {_when(ticket['date'], ticket.get('slot'))}", width), "center"),
-            QrCode(ticket["code"]),
+            # a refunded ticket is void: no code to scan, so nobody tries it at a gate
+            Line(fit(_word("ticket_void", lang), width), "center", bold=True)
+            if ticket.get("refunded")
+            else QrCode(ticket["code"]),
             Line(fit(ticket["ticket"], width), "center"),
         ]
     blocks += _footer(order["order"], lang, width)
