@@ -65,6 +65,11 @@ ERRORS: Mapping[str, Text] = {
         "请求过大。请减少数量后重试。",
         "The request is too large. Please buy fewer items at once and try again.",
     ),
+    "bad_statement": Text(
+        "对账单格式不对（消息里写明了哪一行），请下载渠道原始账单再试。",
+        "The bill file is not in the channel's layout (the message names the line); "
+        "download the channel's own bill and try again.",
+    ),
     "bad_request": Text(
         "请求内容有误，请检查后重试。",
         "Something in the request is not right. Please check it and try again.",
