@@ -63,11 +63,17 @@ def write_report(
             summary=summary,
             audit=audit,
             meta=meta,
-            charts={"Throughput": "throughput.png", "Latency": "latency.png"},
+            charts={"Throughput": "throughput.png", "Latency": "latency.png"}
+            | ({"Faults and throughput": "chaos.png"} if "chaos" in summary else {}),
         )
     )
     plot_throughput(summary, paths["throughput.png"])
     plot_latency(summary, paths["latency.png"])
+    if "chaos" in summary:
+        from loadtest.chaos_report import plot_chaos_timeline
+
+        paths["chaos.png"] = out_dir / "chaos.png"
+        plot_chaos_timeline(summary, paths["chaos.png"])
     return paths
 
 
@@ -81,6 +87,7 @@ def render_markdown(
     sections = [
         f"# {title}",
         _meta_section(meta, summary),
+        _chaos_section(summary),
         _kinds_section(summary.get("kinds", {})),
         _rentals_section(summary),
         _counters_section(summary.get("counters", {})),
@@ -88,6 +95,14 @@ def render_markdown(
         "## Charts\n\n" + "\n\n".join(f"![{caption}]({path})" for caption, path in charts.items()),
     ]
     return "\n\n".join(section for section in sections if section) + "\n"
+
+
+def _chaos_section(summary: dict) -> str:
+    if "chaos" not in summary:
+        return ""
+    from loadtest.chaos_report import chaos_markdown
+
+    return chaos_markdown(summary["chaos"])
 
 
 def _meta_section(meta: dict, summary: dict) -> str:
@@ -207,6 +222,16 @@ def _check_text(check: dict) -> str:
 def _columns(rows: Iterable[dict]) -> list[str]:
     """Every key of ``rows`` in order of first appearance."""
     return list(dict.fromkeys(key for row in rows for key in row))
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table (for the other report sections' modules)."""
+    return _table(header, rows)
+
+
+def figure(path: Path):
+    """One pyplot axes saved to ``path`` as PNG (for the other report sections' modules)."""
+    return _figure(path)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:

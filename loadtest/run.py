@@ -28,6 +28,7 @@ import trio
 from actors.channels import QR_CHANNELS
 from clients.client import stay_connected
 from loadtest.audit import audit_run
+from loadtest.chaos import ChaosCluster, ChaosPlan, Fault, FaultLog, fault_schedule, fault_summary
 from loadtest.local_server import (
     embedded_dsn,
     register_devices,
@@ -40,7 +41,9 @@ from loadtest.profile import Profile
 from loadtest.progress import show_progress
 from loadtest.rentals import RENTAL_KINDS
 from loadtest.report import write_report
+from loadtest.resilient import ResilientClient, Tally
 from loadtest.scenario import Scenario, expected_sales
+from server.channels.adapter import ChannelError, ChannelUnavailable
 from server.channels.keys import load_or_create_channel_keys
 from server.channels.remote import RemoteChannel
 from server.site import demo_catalog_source
@@ -170,27 +173,48 @@ def external_target(
     return Target(url, dsn, register_devices(dsn, device_plan(profile)), channel_sim_url, keys_path)
 
 
-async def drive(profile: Profile, target: Target, *, progress: bool = True) -> tuple[dict, dict]:
-    """Run the scenario against ``target``; returns (metrics summary, audit)."""
+async def drive(
+    profile: Profile, target: Target, *, progress: bool = True, chaos: ChaosRun | None = None
+) -> tuple[dict, dict]:
+    r"""Run the scenario against ``target``; returns (metrics summary, audit).
+
+    With ``chaos`` the devices are :class:`~loadtest.resilient.ResilientClient`\ s
+    (they reconnect and retry), the faults of ``chaos.schedule`` are injected
+    while the scenario runs, and the summary gets a ``chaos`` section.
+    """
     recorder = Recorder(KINDS)
     tokens = target.tokens
+    tally = Tally()
+    faults = FaultLog()
+    tally.on_success = faults.success
     async with trio.open_nursery() as nursery:
 
         async def opened(device: str):
-            return await nursery.start(stay_connected, target.url, device, tokens[device])
+            if chaos is None:
+                return await nursery.start(stay_connected, target.url, device, tokens[device])
+            client = ResilientClient(target.url, device, tokens[device], tally)
+            return await nursery.start(client.run)
 
         kiosks = [await opened(d) for d in sorted(tokens) if d.startswith("lt-kiosk")]
         counters = [await opened(d) for d in sorted(tokens) if d.startswith("lt-counter")]
         gates = [(d, await opened(d)) for d in sorted(tokens) if d.startswith("G-LT")]
         desks = [await opened(d) for d in sorted(tokens) if d.startswith("lt-desk")]
         pay, authorize = await _payer(nursery, target, kiosks)
+        if chaos is not None:
+            pay, authorize = _patient(pay), _patient(authorize)
         scenario = Scenario(profile, recorder, kiosks, counters, gates, pay, desks, authorize)
         await scenario.presell()
         recorder.started()
+        faults.began = trio.current_time()
+        counted_from = (tally.sent, tally.answered)
         if progress:
             nursery.start_soon(show_progress, recorder, profile.duration_s)
-        await scenario.run()
-        await _settle_outbox(target.dsn)
+        async with trio.open_nursery() as breaking:
+            if chaos is not None:
+                breaking.start_soon(inject_faults, chaos, faults)
+            await scenario.run()
+            breaking.cancel_scope.cancel()
+        await _settle_outbox(target.dsn, 30.0 if chaos is None else 120.0)
         nursery.cancel_scope.cancel()
     world = scenario.world
     audit = await trio.to_thread.run_sync(  # asyncpg wants asyncio: its own loop, in a thread
@@ -201,10 +225,92 @@ async def drive(profile: Profile, target: Target, *, progress: bool = True) -> t
                 world.paid_orders,
                 world.granted_scans,
                 scenario.rentals.world,
+                chaos=world if chaos is not None else None,
             )
         )
     )
-    return recorder.summary(), audit
+    summary = recorder.summary()
+    if chaos is not None:
+        summary["chaos"] = {
+            "plan": attrs.asdict(chaos.cluster.plan),
+            "faults": faults.rows(),
+            "by_kind": fault_summary(faults.rows()),
+            "requests_sent": tally.sent - counted_from[0],
+            "requests_answered": tally.answered - counted_from[1],
+            "retried": tally.retried,
+            "given_up": tally.given_up,
+            "reconnects": tally.reconnects,
+            "acknowledged_writes_lost": audit["lost_writes"],
+            "refund_waits": audit["refund_waits"],
+        }
+    return summary, audit
+
+
+@attrs.frozen
+class ChaosRun:
+    """A chaos run's processes and its plan of faults."""
+
+    cluster: ChaosCluster
+    schedule: list[Fault]
+
+
+async def inject_faults(chaos: ChaosRun, faults: FaultLog) -> None:
+    """Do each fault of ``chaos.schedule`` at its time from ``faults.began``.
+
+    Meanwhile, like a supervisor, start again at once any worker that exited by itself.
+    """
+    cluster = chaos.cluster
+    workers = trio.Lock()  # one worker (re)start at a time
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_supervise, cluster, faults, workers)
+        await _scheduled(chaos, faults, workers)
+        nursery.cancel_scope.cancel()
+
+
+async def _supervise(cluster: ChaosCluster, faults: FaultLog, workers: trio.Lock) -> None:
+    while True:
+        await trio.sleep(0.2)
+        async with workers:
+            for index in cluster.exited_workers():
+                row = faults.fault("server_exit", f"worker-{index}", trio.current_time())
+                back = await trio.to_thread.run_sync(cluster.start_worker, index)
+                row["back_after_s"] = round(back, 3)
+
+
+async def _scheduled(chaos: ChaosRun, faults: FaultLog, workers: trio.Lock) -> None:
+    cluster = chaos.cluster
+    for fault in chaos.schedule:
+        await trio.sleep_until(faults.began + fault.at_s)
+        if fault.kind == "server_kill":
+            index = int(fault.target.rsplit("-", 1)[1])
+            async with workers:
+                row = faults.fault(fault.kind, fault.target, trio.current_time())
+                back = await trio.to_thread.run_sync(cluster.kill_worker, index)
+        else:
+            row = faults.fault(fault.kind, fault.target, trio.current_time())
+            work = cluster.restart_postgres if fault.kind == "postgres_restart" else None
+            back = await trio.to_thread.run_sync(work or cluster.restart_sim)
+        row["back_after_s"] = round(back, 3)
+
+
+def _patient(call):
+    """``call`` (a visitor paying at the channel) tried again while the channel is unreachable."""
+
+    async def patient(*args):
+        deadline = trio.current_time() + 60.0
+        while True:
+            try:
+                return await call(*args)
+            except ChannelUnavailable:
+                if trio.current_time() > deadline:
+                    raise
+            except ChannelError as exc:
+                if exc.code == "already_paid":  # the first try went through
+                    return {}
+                raise
+            await trio.sleep(0.5)
+
+    return patient
 
 
 async def _payer(nursery: trio.Nursery, target: Target, kiosks):
@@ -248,7 +354,7 @@ async def _remote(name: str, url: str, key: bytes, task_status=trio.TASK_STATUS_
         await trio.sleep_forever()
 
 
-async def _settle_outbox(dsn: str, timeout_s: float = 30.0) -> None:
+async def _settle_outbox(dsn: str, timeout_s: float) -> None:
     """Give refunds already decided a bounded time to reach their channels."""
     deadline = trio.current_time() + timeout_s
     while trio.current_time() < deadline:
@@ -281,15 +387,19 @@ def run_profile(
     channel_sim_url: str | None = None,
     keys_path: Path | None = None,
     progress: bool = True,
+    chaos: ChaosPlan | None = None,
 ) -> bool:
     """Run ``profile`` (on its own loopback server unless ``server``); write the report.
 
-    Returns True when the audit holds.
+    With ``chaos`` it runs its own processes and breaks them as the plan says
+    (:mod:`loadtest.chaos`). Returns True when the audit holds.
     """
     workdir = Path(tempfile.mkdtemp(prefix="scenic-loadtest-"))
     began = time.time()
     try:
-        if server is not None:
+        if chaos is not None:
+            summary, audit = _run_chaos(profile, workdir, chaos, progress)
+        elif server is not None:
             if dsn is None:
                 raise ValueError("--server needs --dsn (the audit reads the database)")
             target = external_target(profile, server, dsn, channel_sim_url, keys_path)
@@ -301,7 +411,9 @@ def run_profile(
             "profile": profile.name,
             "description": profile.description,
             "duration_s": profile.duration_s,
-            "server": server or "own (loopback, embedded PostgreSQL)",
+            "server": server
+            or "own (loopback, embedded PostgreSQL)"
+            + (f", {chaos.server_workers} worker(s), chaos" if chaos else ""),
             "started_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(began)),
             "wall_s": round(time.time() - began, 1),
         }
@@ -322,6 +434,35 @@ def run_profile(
                 print(f"    {row}", file=sys.stderr)
     print(f"report: {paths['report.md']}", file=sys.stderr)
     return bool(audit["ok"])
+
+
+def _run_chaos(profile: Profile, workdir: Path, plan: ChaosPlan, progress: bool):
+    catalog = workdir / "catalog.toml"
+    catalog.write_text(run_catalog(profile), encoding="utf-8")
+    cluster = ChaosCluster(
+        workdir, plan, env={"SCENIC_ORDER_TTL_S": str(profile.order_ttl_s)}, seed=profile.seed
+    )
+    try:
+        tokens = cluster.start(
+            catalog,
+            device_plan(profile),
+            [
+                "--duplicate-rate",
+                str(profile.duplicate_rate),
+                "--max-delay-s",
+                str(profile.max_delay_s),
+                "--seed",
+                str(profile.seed),
+            ],
+        )
+        target = Target(cluster.url, cluster.dsn, tokens, cluster.sim_url, cluster.keys_path)
+        chaos = ChaosRun(cluster, fault_schedule(plan, profile.duration_s))
+        return trio.run(lambda: drive(profile, target, progress=progress, chaos=chaos))
+    except BaseException:
+        print(cluster.logs_tail(), file=sys.stderr)
+        raise
+    finally:
+        cluster.close()
 
 
 def _headline(summary: dict, audit: dict) -> str:
