@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 
 from loadtest.chaos_audit import chaos_checks, lost_writes, refund_waits
+from loadtest.chaos_gates import agent_checks
 from loadtest.rental_audit import rental_checks
 from loadtest.rentals import RentalWorld
 from server.audit import run_audit
@@ -32,11 +33,13 @@ async def audit_run(
     rentals: RentalWorld | None = None,
     *,
     chaos: Any = None,
+    agents: Any = None,
 ) -> dict:
     """Run every check; ``{"ok": bool, "checks": [{name, promise, ok, offenders}]}``.
 
     ``chaos`` (the scenario's world, in a chaos run) adds the checks of
-    :mod:`loadtest.chaos_audit`, and ``lost_writes`` and ``refund_waits``.
+    :mod:`loadtest.chaos_audit` (and ``agents``, its agent gates' scans, those
+    of :mod:`loadtest.chaos_gates`), and ``lost_writes`` and ``refund_waits``.
     """
     conn = await asyncpg.connect(dsn)
     try:
@@ -101,6 +104,8 @@ async def audit_run(
         extra = {}
         if chaos is not None:
             checks += await chaos_checks(conn, chaos.denied_scans, chaos.cash_recorded)
+            if agents is not None:
+                checks += await agent_checks(conn, agents)
             extra = {"lost_writes": lost_writes(checks), "refund_waits": await refund_waits(conn)}
     finally:
         await conn.close()

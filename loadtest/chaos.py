@@ -67,27 +67,31 @@ def fault_schedule(plan: ChaosPlan, duration_s: float) -> list[Fault]:
     """The faults of a run of ``duration_s`` seconds, in time order.
 
     Server kills at ``kill_every_s``, ``2 x kill_every_s``, ... while before
-    the run's end, worker ``k mod server_workers`` for the ``k``-th (0-based);
-    the ``i``-th of ``n`` PostgreSQL restarts at ``(i + 1) / (n + 1)`` of the
-    run and the ``j``-th of ``m`` channel-sim restarts at ``(j + 0.6) / m``
-    of it, each moved on by a third of a kill interval (so they never fall on
-    a kill) and dropped when that passes the end. With 300 s and 15 s: kills
-    at 15, 30, ... 285 (19), PostgreSQL at 155, the channel-sim at 185.
+    the run's end, worker ``k mod server_workers`` for the ``k``-th (0-based).
+    The others fall between two kills: with ``e = kill_every_s``, the
+    ``i``-th of ``n`` PostgreSQL restarts at ``(round(f x D / e) + 1/3) x e``
+    with ``f = (i + 1) / (n + 1)`` and ``D = duration_s``, and the ``j``-th of
+    ``m`` channel-sim restarts at ``(round(f x D / e) + 2/3) x e`` with
+    ``f = (j + 0.6) / m``; one that falls at or past the end is left out.
+    With 300 s and 15 s: kills at 15, 30, ... 285 (19), PostgreSQL at
+    ``(10 + 1/3) x 15 = 155``, the channel-sim at ``(12 + 2/3) x 15 = 190``.
     """
+    every = plan.kill_every_s
     faults = []
     k = 1
-    while k * plan.kill_every_s < duration_s:
-        faults.append(
-            Fault(k * plan.kill_every_s, "server_kill", f"worker-{(k - 1) % plan.server_workers}")
-        )
+    while k * every < duration_s:
+        faults.append(Fault(k * every, "server_kill", f"worker-{(k - 1) % plan.server_workers}"))
         k += 1
-    shift = plan.kill_every_s / 3
+
+    def between(fraction: float, third: int) -> float:
+        return (round(fraction * duration_s / every) + third / 3) * every
+
     for i in range(plan.pg_restarts):
-        at = duration_s * (i + 1) / (plan.pg_restarts + 1) + shift
+        at = between((i + 1) / (plan.pg_restarts + 1), 1)
         if at < duration_s:
             faults.append(Fault(at, "postgres_restart", "postgres"))
     for j in range(plan.sim_restarts):
-        at = duration_s * (j + 0.6) / plan.sim_restarts + shift
+        at = between((j + 0.6) / plan.sim_restarts, 2)
         if at < duration_s:
             faults.append(Fault(at, "channel_sim_restart", "channel-sim"))
     return sorted(faults, key=lambda fault: fault.at_s)

@@ -25,6 +25,7 @@ ACKNOWLEDGEMENT_CHECKS = (
     "acknowledged_cash_recorded",
     "acknowledged_rentals_recorded",
     "acknowledged_settlements_recorded",
+    "acknowledged_agent_scans_recorded",
 )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from actors.channels import QR_CHANNELS
 from clients.client import stay_connected
 from loadtest.audit import audit_run
 from loadtest.chaos import ChaosCluster, ChaosPlan, Fault, FaultLog, fault_schedule, fault_summary
+from loadtest.chaos_gates import AgentScans, run_agent_gate, wait_merged
 from loadtest.local_server import (
     embedded_dsn,
     register_devices,
@@ -73,9 +75,16 @@ class Target:
     keys_path: Path | None
 
 
-def device_plan(profile: Profile) -> dict[str, str]:
-    """The devices a profile needs, by id and role."""
+#: the real gate agents (simulated devices) of a chaos run, beside the profile's gates
+AGENT_GATES = ("G-LTA-01", "G-LTA-02")
+#: how many visitors a second each agent gate's scanner reads
+AGENT_RATE_PER_S = 3.0
+
+
+def device_plan(profile: Profile, *, agents: bool = False) -> dict[str, str]:
+    """The devices a profile needs, by id and role (``agents``: the chaos run's agent gates)."""
     devices = {f"lt-kiosk-{n:02d}": "kiosk" for n in range(profile.kiosks)}
+    devices |= {gate: "gate" for gate in (AGENT_GATES if agents else ())}
     devices |= {f"lt-counter-{n:02d}": "counter" for n in range(profile.counters)}
     devices |= {f"G-LT-{n:02d}": "gate" for n in range(profile.gates)}
     devices |= {f"lt-desk-{n:02d}": "rental" for n in range(profile.rental_desks)}
@@ -197,13 +206,27 @@ async def drive(
 
         kiosks = [await opened(d) for d in sorted(tokens) if d.startswith("lt-kiosk")]
         counters = [await opened(d) for d in sorted(tokens) if d.startswith("lt-counter")]
-        gates = [(d, await opened(d)) for d in sorted(tokens) if d.startswith("G-LT")]
+        gates = [(d, await opened(d)) for d in sorted(tokens) if d.startswith("G-LT-")]
         desks = [await opened(d) for d in sorted(tokens) if d.startswith("lt-desk")]
         pay, authorize = await _payer(nursery, target, kiosks)
         if chaos is not None:
             pay, authorize = _patient(pay), _patient(authorize)
         scenario = Scenario(profile, recorder, kiosks, counters, gates, pay, desks, authorize)
         await scenario.presell()
+        agent_scans = AgentScans()
+        if chaos is not None:
+            for n, gate in enumerate(AGENT_GATES):
+                await nursery.start(
+                    run_agent_gate,
+                    gate,
+                    tokens[gate],
+                    target.url,
+                    chaos.agent_dir,
+                    scenario.world,
+                    agent_scans,
+                    AGENT_RATE_PER_S,
+                    random.Random(profile.seed + 100 + n),
+                )
         recorder.started()
         faults.began = trio.current_time()
         counted_from = (tally.sent, tally.answered)
@@ -214,6 +237,10 @@ async def drive(
                 breaking.start_soon(inject_faults, chaos, faults)
             await scenario.run()
             breaking.cancel_scope.cancel()
+        if chaos is not None:
+            await wait_merged(agent_scans)
+            for name, n in agent_scans.tally.items():
+                recorder.count(name, n)
         await _settle_outbox(target.dsn, 30.0 if chaos is None else 120.0)
         nursery.cancel_scope.cancel()
     world = scenario.world
@@ -226,6 +253,7 @@ async def drive(
                 world.granted_scans,
                 scenario.rentals.world,
                 chaos=world if chaos is not None else None,
+                agents=agent_scans if chaos is not None else None,
             )
         )
     )
@@ -252,6 +280,8 @@ class ChaosRun:
 
     cluster: ChaosCluster
     schedule: list[Fault]
+    #: where the agent gates keep their journals and saved configs
+    agent_dir: Path
 
 
 async def inject_faults(chaos: ChaosRun, faults: FaultLog) -> None:
@@ -445,7 +475,7 @@ def _run_chaos(profile: Profile, workdir: Path, plan: ChaosPlan, progress: bool)
     try:
         tokens = cluster.start(
             catalog,
-            device_plan(profile),
+            device_plan(profile, agents=True),
             [
                 "--duplicate-rate",
                 str(profile.duplicate_rate),
@@ -456,7 +486,7 @@ def _run_chaos(profile: Profile, workdir: Path, plan: ChaosPlan, progress: bool)
             ],
         )
         target = Target(cluster.url, cluster.dsn, tokens, cluster.sim_url, cluster.keys_path)
-        chaos = ChaosRun(cluster, fault_schedule(plan, profile.duration_s))
+        chaos = ChaosRun(cluster, fault_schedule(plan, profile.duration_s), workdir / "agents")
         return trio.run(lambda: drive(profile, target, progress=progress, chaos=chaos))
     except BaseException:
         print(cluster.logs_tail(), file=sys.stderr)
