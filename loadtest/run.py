@@ -31,6 +31,7 @@ from clients.client import stay_connected
 from loadtest.audit import audit_run
 from loadtest.chaos import ChaosCluster, ChaosPlan, Fault, FaultLog, fault_schedule, fault_summary
 from loadtest.chaos_gates import AgentScans, run_agent_gate, wait_merged
+from loadtest.chaos_report import chaos_markdown, plot_chaos_timeline
 from loadtest.local_server import (
     embedded_dsn,
     register_devices,
@@ -447,12 +448,19 @@ def run_profile(
             "started_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(began)),
             "wall_s": round(time.time() - began, 1),
         }
+        chaos_parts = {}
+        if "chaos" in summary:
+            chaos_parts = {
+                "sections": [chaos_markdown(summary["chaos"])],
+                "charts": {"chaos.png": ("Faults and throughput", plot_chaos_timeline)},
+            }
         paths = write_report(
             out_dir,
             title=f"scenic loadtest: {profile.name}",
             summary=summary,
             audit=audit,
             meta=meta,
+            **chaos_parts,
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
