@@ -111,3 +111,14 @@ def test_a_short_chaos_run_kills_and_restarts_everything_and_loses_nothing(tmp_p
     text = (tmp_path / "report.md").read_text()
     assert "## Chaos" in text and "acknowledged writes lost (must be 0) | **0**" in text
     assert (tmp_path / "chaos.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_chaos_profile_is_the_golden_week_mix_for_five_minutes_with_faster_gates():
+    chaos, golden = load_profile("chaos"), load_profile("golden-week")
+    assert chaos.duration_s == 300
+    assert chaos.scans_per_gate_per_s == 17 > golden.scans_per_gate_per_s
+    differ = {"name", "description", "duration_s", "seed", "scans_per_gate_per_s"}
+    same = [f.name for f in attrs.fields(type(chaos)) if f.name not in differ]
+    assert {name: getattr(chaos, name) for name in same} == {
+        name: getattr(golden, name) for name in same
+    }
