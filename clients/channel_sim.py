@@ -15,7 +15,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import os
+import pickle
 import random
+import signal
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from functools import partial
@@ -120,6 +124,21 @@ def add_channel_sim_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="How refunds settle: one of " + ", ".join(REFUND_MODES) + " (default instant).",
     )
     parser.add_argument(
+        "--drop-every-s",
+        type=_non_negative,
+        default=0.0,
+        metavar="S",
+        help="Drop the connection to the server after a random time averaging this many "
+        "seconds, again and again (a flaky link; default 0: never).",
+    )
+    parser.add_argument(
+        "--state",
+        type=Path,
+        metavar="FILE",
+        help="Keep the channels' books and undelivered notifications here across restarts: "
+        "read at start if it exists, written at SIGTERM/SIGINT.",
+    )
+    parser.add_argument(
         "--seed", type=whole_number, help="Seed the simulator's randomness, for repeatable runs."
     )
     parser.add_argument(
@@ -160,18 +179,76 @@ async def run(config: ServerConfig, args: argparse.Namespace) -> int:
     """
     keys = load_or_create_channel_keys(args.keys or default_keys_path(config))
     policy = NotifyPolicy(duplicate_rate=args.duplicate_rate, max_delay_s=args.max_delay_s)
-    await run_channel_sim(
-        args.server,
-        args.device,
-        args.token,
-        args.listen_host,
-        args.listen_port,
-        keys,
-        policy,
-        args.refund_mode,
-        rng=random.Random(args.seed),
-    )
+    state = load_state(args.state) if args.state else None
+    sim = None
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+            sim = await nursery.start(
+                partial(
+                    run_channel_sim,
+                    args.server,
+                    args.device,
+                    args.token,
+                    args.listen_host,
+                    args.listen_port,
+                    keys,
+                    policy,
+                    args.refund_mode,
+                    rng=random.Random(args.seed),
+                    drop_every_s=args.drop_every_s,
+                    state=state,
+                )
+            )
+    finally:
+        if args.state and sim is not None:
+            save_state(args.state, sim)
     return 0
+
+
+async def _stop_on_signal(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
+
+
+#: the simulator attributes that are its books (what a real channel keeps on disk)
+BOOKS = (
+    "_payments",
+    "_refunds",
+    "_issued_ids",
+    "_freezes",
+    "_order_of_auth",
+    "_order_of_conversion",
+    "_rng",
+)
+
+
+def save_state(path: Path, sim: ChannelSim) -> None:
+    """Write ``sim``'s books and undelivered notifications to ``path`` (replaced at once)."""
+    state = {
+        "books": {
+            name: {key: getattr(each, key) for key in BOOKS}
+            for name, each in sim.simulators.items()
+        },
+        "notifications": {name: n.outstanding() for name, n in sim.notifiers.items()},
+    }
+    partial_path = path.with_name(path.name + ".tmp")
+    partial_path.write_bytes(pickle.dumps(state))
+    os.replace(partial_path, path)
+    log.info(
+        "channel_sim.saved",
+        extra={"state": str(path), "notifications": sum(map(len, state["notifications"].values()))},
+    )
+
+
+def load_state(path: Path) -> dict | None:
+    """What :func:`save_state` wrote to ``path``, or None when there is no such file."""
+    try:
+        return pickle.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
 
 
 class ServerLink:
@@ -191,7 +268,11 @@ class ServerLink:
         request_timeout_s: float = 10.0,
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30.0,
+        drop_every_s: float = 0.0,
+        rng: random.Random | None = None,
     ) -> None:
+        self.drop_every_s = drop_every_s
+        self._rng = rng or random.Random()
         self.url = url
         self.device_id = device_id
         self._token = token
@@ -222,8 +303,17 @@ class ServerLink:
                     self._connected.set()
                     delay = self.backoff_base_s
                     log.info("channel_sim.connected", extra={"server": self.url})
-                    async for _event in client.events():
-                        pass  # nothing is pushed to channels; this ends when the connection does
+                    lifetime = (
+                        self._rng.expovariate(1 / self.drop_every_s)
+                        if self.drop_every_s
+                        else math.inf
+                    )
+                    with trio.move_on_after(lifetime) as dropping:
+                        async for _event in client.events():
+                            pass  # nothing is pushed to channels; ends when the connection does
+                    if dropping.cancelled_caught:
+                        log.warning("channel_sim.dropped", extra={"server": self.url})
+                        continue  # at once: the channel reconnects as soon as it notices
                 log.warning("channel_sim.disconnected", extra={"server": self.url})
             except Exception as exc:
                 log.warning(
@@ -288,6 +378,8 @@ async def run_channel_sim(
     *,
     clock: Callable[[], datetime] = utc_now,
     rng: random.Random | None = None,
+    drop_every_s: float = 0.0,
+    state: dict | None = None,
     task_status: trio.TaskStatus[ChannelSim] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the simulated WeChat Pay and Alipay until cancelled.
@@ -295,11 +387,21 @@ async def run_channel_sim(
     Serves the API on ``api_host``:``api_port`` (0: a free port), delivers
     notifications to ``server_url`` as device ``device_id``, and logs
     ``channel_sim.listening`` with the API url. ``task_status.started``
-    receives a :class:`ChannelSim`. Raises ``KeyError`` if ``keys`` lacks a
+    receives a :class:`ChannelSim`. ``drop_every_s`` makes the link to the
+    server drop now and then (:class:`ServerLink`); ``state`` (what
+    :func:`save_state` wrote) gives back the books and the notifications
+    still to deliver from before a restart. Raises ``KeyError`` if ``keys`` lacks a
     QR channel's key, ``ValueError`` for an unknown ``refund_mode``.
     """
     rng = rng or random.Random()
-    link = ServerLink(server_url, device_id, token, request_timeout_s=policy.timeout_s)
+    link = ServerLink(
+        server_url,
+        device_id,
+        token,
+        request_timeout_s=policy.timeout_s,
+        drop_every_s=drop_every_s,
+        rng=random.Random(rng.random()),
+    )
     simulators = {
         name: ChannelSimulator(name, keys[name], clock, refund_mode=refund_mode, rng=rng)
         for name in QR_CHANNELS
@@ -307,6 +409,13 @@ async def run_channel_sim(
     notifiers = {
         name: Notifier(link.deliver, keys[name], clock, policy, rng) for name in QR_CHANNELS
     }
+    if state is not None:
+        for name, books in state["books"].items():
+            for key, value in books.items():
+                setattr(simulators[name], key, value)
+        for name, pending in state["notifications"].items():
+            for fields in pending:
+                notifiers[name].submit(fields)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(link.run)
         for notifier in notifiers.values():

@@ -274,11 +274,19 @@ class GateAgent:
         if not entries:
             return
         conflicts = []
-        for first in range(0, len(entries), JOURNAL_BATCH):
-            reply = await client.request(
-                "gate.journal", timeout=60, entries=entries[first : first + JOURNAL_BATCH]
-            )
-            conflicts += reply["conflicts"]
+        while True:
+            for first in range(0, len(entries), JOURNAL_BATCH):
+                reply = await client.request(
+                    "gate.journal", timeout=60, entries=entries[first : first + JOURNAL_BATCH]
+                )
+                conflicts += reply["conflicts"]
+            # Scans judged while the upload was under way were journalled meanwhile: send
+            # again (a merge repeats harmlessly) until none came, then move it aside, with no
+            # await between the look and the move.
+            now = self.journal.pending()
+            if now == entries:
+                break
+            entries = now
         self.journal.mark_uploaded()
         self.stats["uploaded"] += len(entries)
         log.info(

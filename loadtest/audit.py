@@ -14,9 +14,12 @@ offending rows.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import asyncpg
 
+from loadtest.chaos_audit import chaos_checks, lost_writes, refund_waits
+from loadtest.chaos_gates import agent_checks
 from loadtest.rental_audit import rental_checks
 from loadtest.rentals import RentalWorld
 from server.audit import run_audit
@@ -28,8 +31,16 @@ async def audit_run(
     paid_orders: Iterable[str],
     granted_scans: Iterable[tuple[str, str]],
     rentals: RentalWorld | None = None,
+    *,
+    chaos: Any = None,
+    agents: Any = None,
 ) -> dict:
-    """Run every check; ``{"ok": bool, "checks": [{name, promise, ok, offenders}]}``."""
+    """Run every check; ``{"ok": bool, "checks": [{name, promise, ok, offenders}]}``.
+
+    ``chaos`` (the scenario's world, in a chaos run) adds the checks of
+    :mod:`loadtest.chaos_audit` (and ``agents``, its agent gates' scans, those
+    of :mod:`loadtest.chaos_gates`), and ``lost_writes`` and ``refund_waits``.
+    """
     conn = await asyncpg.connect(dsn)
     try:
         checks = [
@@ -90,6 +101,12 @@ async def audit_run(
             }
         )
         checks += await rental_checks(conn, rentals or RentalWorld())
+        extra = {}
+        if chaos is not None:
+            checks += await chaos_checks(conn, chaos.denied_scans, chaos.cash_recorded)
+            if agents is not None:
+                checks += await agent_checks(conn, agents)
+            extra = {"lost_writes": lost_writes(checks), "refund_waits": await refund_waits(conn)}
     finally:
         await conn.close()
-    return {"ok": all(check["ok"] for check in checks), "checks": checks}
+    return {"ok": all(check["ok"] for check in checks), "checks": checks, **extra}

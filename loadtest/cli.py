@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from server.config import ServerConfig
-from server.flags import seconds, websocket_url
+from server.flags import seconds, websocket_url, whole_number
 
 #: the targets the benchmarks are measured against (2-core machine, generator included)
 SCAN_TARGET = {"rate_per_s": 5000, "p99_ms": 50}
@@ -28,9 +28,8 @@ def add_loadtest_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--profile",
-        default="smoke",
         help=f"Run this bundled profile ({', '.join(bundled_profiles())}) or profile TOML file "
-        "(default smoke).",
+        "(default smoke; chaos with --chaos).",
     )
     parser.add_argument(
         "--server",
@@ -70,6 +69,34 @@ def add_loadtest_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--quiet", action="store_true", help="Show no live progress.")
     parser.add_argument(
+        "--chaos",
+        action="store_true",
+        help="Break the run's own server, PostgreSQL and channel simulator while it runs "
+        "(kill -9, immediate stop, restarts), then audit every acknowledgement.",
+    )
+    parser.add_argument(
+        "--kill-every",
+        type=seconds,
+        default=15.0,
+        metavar="S",
+        help="With --chaos: kill -9 a server process every S seconds (default 15).",
+    )
+    parser.add_argument(
+        "--server-workers",
+        type=whole_number,
+        default=1,
+        metavar="N",
+        help="With --chaos: run N server processes on one port; one is killed at a time "
+        "(default 1).",
+    )
+    parser.add_argument(
+        "--pg-restarts",
+        type=whole_number,
+        default=1,
+        metavar="N",
+        help="With --chaos: restart PostgreSQL (immediate stop, then start) N times (default 1).",
+    )
+    parser.add_argument(
         "--bench",
         action="store_true",
         help="Run the fixed benchmarks instead and print one headline line each.",
@@ -85,9 +112,26 @@ async def _run(config: ServerConfig, args: argparse.Namespace) -> int:
 
     if args.bench:
         return await trio.to_thread.run_sync(run_benchmarks)
+    from loadtest.chaos import ChaosPlan
     from loadtest.profile import load_profile
     from loadtest.run import run_profile
 
+    chaos = None
+    if args.chaos:
+        if args.server is not None:
+            raise UsageError(
+                "--chaos breaks processes it started itself: leave out --server and --dsn"
+            )
+        if args.server_workers < 1 or args.pg_restarts < 0:
+            raise UsageError("--server-workers must be 1 or more, --pg-restarts 0 or more")
+        chaos = ChaosPlan(
+            kill_every_s=args.kill_every,
+            server_workers=args.server_workers,
+            pg_restarts=args.pg_restarts,
+        )
+    elif args.server_workers != 1 or args.pg_restarts != 1 or args.kill_every != 15.0:
+        raise UsageError("--kill-every, --server-workers and --pg-restarts go with --chaos")
+    args.profile = args.profile or ("chaos" if args.chaos else "smoke")
     try:
         profile = load_profile(args.profile)
     except (ValueError, OSError) as exc:
@@ -110,6 +154,7 @@ async def _run(config: ServerConfig, args: argparse.Namespace) -> int:
             channel_sim_url=args.channel_sim_url,
             keys_path=args.channel_keys,
             progress=not args.quiet,
+            chaos=chaos,
         )
     )
     verdict = "passed: every check holds" if ok else "FAILED: see the failed checks above"

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +40,21 @@ _KIND_COLUMNS = (
 
 
 def write_report(
-    out_dir: Path, *, title: str, summary: dict, audit: dict, meta: dict
+    out_dir: Path,
+    *,
+    title: str,
+    summary: dict,
+    audit: dict,
+    meta: dict,
+    sections: Iterable[str] = (),
+    charts: Mapping[str, tuple[str, Callable[[dict, Path], None]]] | None = None,
 ) -> dict[str, Path]:
     """Write the report files into ``out_dir`` (created if missing); return them by name.
 
     The names are the file names: ``"report.json"``, ``"report.md"``,
-    ``"throughput.png"`` and ``"latency.png"``. Existing files of the same
+    ``"throughput.png"`` and ``"latency.png"``, and those of ``charts``
+    (file name: (caption, draw(summary, path))). ``sections`` (Markdown) go
+    after the run's section. Existing files of the same
     names are replaced. Values in
     ``meta`` that JSON cannot hold (paths, datetimes) are written as text.
     """
@@ -63,11 +72,16 @@ def write_report(
             summary=summary,
             audit=audit,
             meta=meta,
-            charts={"Throughput": "throughput.png", "Latency": "latency.png"},
+            charts={"Throughput": "throughput.png", "Latency": "latency.png"}
+            | {caption: name for name, (caption, _) in (charts or {}).items()},
+            sections=sections,
         )
     )
     plot_throughput(summary, paths["throughput.png"])
     plot_latency(summary, paths["latency.png"])
+    for name, (_, draw) in (charts or {}).items():
+        paths[name] = out_dir / name
+        draw(summary, paths[name])
     return paths
 
 
@@ -75,12 +89,23 @@ def write_report(
 
 
 def render_markdown(
-    *, title: str, summary: dict, audit: dict, meta: dict, charts: dict[str, str]
+    *,
+    title: str,
+    summary: dict,
+    audit: dict,
+    meta: dict,
+    charts: dict[str, str],
+    sections: Iterable[str] = (),
 ) -> str:
-    """The Markdown report; ``charts`` maps a caption to an image path relative to it."""
+    """The Markdown report; ``charts`` maps a caption to an image path relative to it.
+
+    ``sections`` (Markdown) come after the run's own section.
+    """
+    extra = list(sections)
     sections = [
         f"# {title}",
         _meta_section(meta, summary),
+        *extra,
         _kinds_section(summary.get("kinds", {})),
         _rentals_section(summary),
         _counters_section(summary.get("counters", {})),
@@ -207,6 +232,16 @@ def _check_text(check: dict) -> str:
 def _columns(rows: Iterable[dict]) -> list[str]:
     """Every key of ``rows`` in order of first appearance."""
     return list(dict.fromkeys(key for row in rows for key in row))
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table (for the other report sections' modules)."""
+    return _table(header, rows)
+
+
+def figure(path: Path):
+    """One pyplot axes saved to ``path`` as PNG (for the other report sections' modules)."""
+    return _figure(path)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:

@@ -59,6 +59,10 @@ class World:
     acknowledged_orders: set[str] = attrs.field(factory=set)
     paid_orders: set[str] = attrs.field(factory=set)
     granted_scans: list[tuple[str, str]] = attrs.field(factory=list)
+    #: (gate, scan_id, reason) of every scan the server answered with a refusal
+    denied_scans: list[tuple[str, str, str]] = attrs.field(factory=list)
+    #: orders whose cash payment a counter's payment.record acknowledged
+    cash_recorded: set[str] = attrs.field(factory=set)
     #: order id -> when the visitor paid (for the payment's end-to-end latency)
     paying: dict[str, float] = attrs.field(factory=dict)
     #: order id -> tickets announced by order.paid
@@ -306,6 +310,7 @@ class Scenario:
                     key=f"drawer-{n}",
                 ),
             )
+            self.world.cash_recorded.add(order["order"])
         self.recorder.count("sale.counter_cash")
 
     async def _refund_one(self, order_id: str, paid_at: float) -> None:
@@ -398,6 +403,7 @@ class Scenario:
         )
         self.recorder.count(f"scan.{what}.{reply['reason']}")
         if not reply["granted"]:
+            self.world.denied_scans.append((gate_id, scan_id, reply["reason"]))
             return
         self.world.granted_scans.append((gate_id, scan_id))
         walked = self.rng.random() >= self.profile.no_walk

@@ -688,3 +688,45 @@ async def test_the_channel_sim_command_starts_and_logs_where_it_listens(tmp_path
     assert listening.url.startswith("ws://127.0.0.1:")
     keys = load_or_create_channel_keys(tmp_path / "data" / "channel_keys.json")
     assert set(keys) == {"wechat", "alipay"}
+
+
+async def test_a_restarted_simulator_keeps_its_books_and_delivers_what_it_still_owed(tmp_path):
+    from clients.channel_sim import load_state, save_state
+
+    refusing = FakeScenicServer(refuse_first=10**6)  # nothing gets acknowledged
+    state_path = tmp_path / "sim.state"
+    with trio.fail_after(LIMIT_S):
+        async with trio.open_nursery() as nursery:
+            first = await run_sim_against(nursery, refusing)
+            async with RemoteChannel("wechat", first.url, KEYS["wechat"]) as wechat:
+                await wechat.create_payment("T9", 4200, "门票", soon())
+                await wechat.pay("T9")
+                await refusing.wait_for(lambda: refusing.attempts)
+            save_state(state_path, first)
+            nursery.cancel_scope.cancel()
+        accepting = FakeScenicServer()
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                partial(serve_websocket, accepting.handle, "127.0.0.1", 0, None)
+            )
+            policy = NotifyPolicy(retry_base_s=0.05, retry_max_s=0.2, timeout_s=2)
+            second = await nursery.start(
+                partial(
+                    run_channel_sim,
+                    f"ws://127.0.0.1:{server.port}",
+                    "channel-sim-1",
+                    "token",
+                    "127.0.0.1",
+                    0,
+                    KEYS,
+                    policy,
+                    state=load_state(state_path),
+                )
+            )
+            async with RemoteChannel("wechat", second.url, KEYS["wechat"]) as wechat:
+                status = await wechat.query_payment("T9")
+                await accepting.wait_for(lambda: accepting.accepted)
+            nursery.cancel_scope.cancel()
+    assert status.state == "SUCCESS"
+    assert [n["out_trade_no"] for n in accepting.accepted] == ["T9"]
+    assert load_state(tmp_path / "missing.state") is None

@@ -467,3 +467,56 @@ def test_an_exit_nobody_made_leaves_the_visitor_inside_for_the_offline_rules(tmp
     journal.scan("s2", "code", at, "exit", True, "ok", "T1")
     journal.passage("s2", False)
     assert journal.local_use().inside == {"T1"}  # the same after a restart
+
+
+async def test_a_scan_journalled_while_the_journal_uploads_is_merged_too(dsn, db, tmp_path):
+    # Back online, the agent uploads its journal; a visitor scanned during that upload is
+    # judged offline and journalled. Moving the uploaded journal aside must not take that
+    # entry with it unmerged (found by the chaos load test: an offline admission was lost).
+    import attrs
+
+    from server.handlers import build_op_table
+
+    uploading, release = trio.Event(), trio.Event()
+    table = build_op_table()
+    merge = table.get("gate.journal")
+
+    async def slow_merge(ctx, args):
+        uploading.set()
+        await release.wait()
+        return await merge.handler(ctx, args)
+
+    table._ops["gate.journal"] = attrs.evolve(merge, handler=slow_merge)
+
+    async def serve_slowly(stop, port, task_status=trio.TASK_STATUS_IGNORED):
+        async with running_server(dsn, db, {}, port=port, ops=table) as server:
+            task_status.started(server)
+            await stop.wait()
+
+    port = free_port()
+    async with trio.open_nursery() as nursery:
+        stop = trio.Event()
+        server = await nursery.start(serve_until, stop, dsn, db, GATES, port)
+        tickets = await buy(server, quantity=2)
+        rig = await nursery.start(
+            Rig("G-MAIN-1", server.tokens["G-MAIN-1"], server.url, tmp_path / "g1").run
+        )
+        stop.set()
+        with trio.fail_after(10):
+            while rig.agent.client is not None:
+                await trio.sleep(0.05)
+        first = await rig.scan(tickets[0]["code"])  # offline, journalled
+        back = trio.Event()
+        await nursery.start(serve_slowly, back, port)
+        with trio.fail_after(20):
+            await uploading.wait()
+        during = await rig.scan(tickets[1]["code"])  # offline while the upload is under way
+        release.set()
+        with trio.fail_after(20):
+            while rig.agent.client is None or rig.agent.journal.pending():
+                await trio.sleep(0.05)
+        back.set()
+        nursery.cancel_scope.cancel()
+    assert not first.online and not during.online and first.granted and during.granted
+    recorded = {r["scan_id"] for r in await db.fetch("SELECT scan_id FROM scans WHERE offline")}
+    assert recorded == {first.scan_id, during.scan_id}

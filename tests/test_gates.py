@@ -399,3 +399,26 @@ async def test_only_unused_tickets_can_be_refunded(dsn, db):
     assert refused.value.code == "ticket_used"
     assert [t["refunded"] for t in refund["tickets"] if t["ticket"] == unused["ticket"]] == [True]
     assert await db.fetchval("SELECT count(*) FROM refunds") == 1
+
+
+async def test_a_no_passage_reported_to_a_restarted_server_keeps_the_entry_used(dsn, db):
+    # The grant's passage was awaited by the server that granted it; that process died
+    # (the chaos load test kills it). The gate's report, retried to the new process, must
+    # not mark the scan "not passed" while the ticket's entry stays used.
+    from server.audit import run_audit
+
+    async with running_server(dsn, db, GATES) as server:
+        (ticket,) = await buy(server)
+        async with connect(server.url, "G-MAIN-1", server.tokens["G-MAIN-1"]) as gate:
+            assert (await scan(gate, ticket["code"], scan_id="r1"))["granted"]
+        token = server.tokens["G-MAIN-1"]
+    async with running_server(dsn, db, {}) as server:
+        async with connect(server.url, "G-MAIN-1", token) as gate:
+            late = await gate.request("gate.passage", scan_id="r1", passed=False)
+            again = await scan(gate, ticket["code"])
+    assert not late["recorded"]
+    assert (again["granted"], again["reason"]) == (False, "passback")
+    assert await db.fetchval("SELECT passed FROM scans WHERE scan_id = 'r1'") is None
+    assert await db.fetchval("SELECT entries_used FROM tickets") == 1
+    results = {r.check.name: r for r in await db.run(run_audit)}
+    assert results["ticket_use_matches_scans"].ok, results["ticket_use_matches_scans"].offenders

@@ -112,6 +112,12 @@ class Notifier:
         self._busy = 0
         self._idle = trio.Event()
         self._idle.set()
+        #: submitted and neither acknowledged nor given up yet, by the identity of the copy
+        self._outstanding: dict[int, dict[str, Any]] = {}
+
+    def outstanding(self) -> list[dict[str, Any]]:
+        """The notifications not acknowledged nor given up yet (to hand on after a restart)."""
+        return [dict(fields) for fields in self._outstanding.values()]
 
     def has_room(self) -> bool:
         """Whether :meth:`submit` would accept a notification now."""
@@ -123,11 +129,13 @@ class Notifier:
         Raises :class:`~server.channels.adapter.ChannelUnavailable` when the
         queue is full (check :meth:`has_room` first to avoid that).
         """
+        copy = dict(fields)
         try:
-            self._send.send_nowait(dict(fields))
+            self._send.send_nowait(copy)
         except trio.WouldBlock:
             log.warning("notifier.queue_full", extra={"out_trade_no": fields.get("out_trade_no")})
             raise ChannelUnavailable("the notification queue is full") from None
+        self._outstanding[id(copy)] = copy
         self._submitted += 1
         self._pending += 1
         self._enter()
@@ -160,6 +168,7 @@ class Notifier:
         try:
             await trio.sleep(self._rng.uniform(0.0, self.policy.max_delay_s))
             acknowledged = await self._until_acknowledged(fields)
+            self._outstanding.pop(id(fields), None)
             self._pending -= 1
             if acknowledged and self._rng.random() < self.policy.duplicate_rate:
                 await trio.sleep(self._rng.uniform(0.0, self.policy.max_delay_s))

@@ -179,6 +179,56 @@ class EmbeddedPostgres:
                 extra={"data_dir": str(self.pgdata), "seconds": round(time.monotonic() - began, 3)},
             )
 
+    def crash_restart(self, down_s: float = 0.0) -> float:
+        """Stop the cluster as a crash would, then start it again; the seconds it took.
+
+        For fault tests (``scenic loadtest --chaos``): ``pg_ctl stop -m
+        immediate`` (every backend quits at once, nothing is flushed, the
+        next start runs crash recovery), ``down_s`` seconds with no server,
+        then ``pg_ctl start`` on the same socket directory, waiting until
+        recovery is over and connections are accepted, so the DSN that
+        ``start`` returned works again. Runs PostgreSQL as the same system
+        user as ``start`` (never root). Raises
+        :class:`EmbeddedPostgresError` if this handle has not started the
+        cluster or it does not come back.
+        """
+        from pgserver import pg_ctl
+
+        with self._mutex:
+            lines = _postmaster_file(self.pgdata)
+            if self._dsn is None or lines is None or len(lines) < 5:
+                raise EmbeddedPostgresError(f"the PostgreSQL in {self.pgdata} is not running")
+            socket_dir = lines[4].strip()
+            began = time.monotonic()
+            pg_ctl(
+                ["-w", "-m", "immediate", "stop"],
+                pgdata=self.pgdata,
+                user=self._system_user,
+                timeout=STOP_TIMEOUT_S,
+            )
+            time.sleep(down_s)
+            try:
+                pg_ctl(
+                    [
+                        *("-w", "-t", str(int(LOCK_TIMEOUT_S)), "-o", '-h ""'),
+                        *("-o", f"-k {socket_dir}", "-l", str(self.log_file), "start"),
+                    ],
+                    pgdata=self.pgdata,
+                    user=self._system_user,
+                    timeout=LOCK_TIMEOUT_S + 10,
+                )
+            except Exception as exc:
+                raise EmbeddedPostgresError(
+                    f"the PostgreSQL in {self.pgdata} did not come back after an immediate "
+                    f"stop: {exc!r}; see {self.log_file}"
+                ) from exc
+            seconds = time.monotonic() - began
+            log.warning(
+                "embedded.crash_restarted",
+                extra={"data_dir": str(self.pgdata), "seconds": round(seconds, 3)},
+            )
+            return seconds
+
     @property
     def _users_file(self) -> Path:
         return self.data_dir / "postgres.users"

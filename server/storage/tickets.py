@@ -318,8 +318,12 @@ class PassageWriter:
     """Bulk writer of passages: one statement per batch.
 
     Items are ``(gate_id, scan_id, passed, at)``; each answers with the scan's
-    ``(zone, direction)``, or ``None`` when the scan is unknown, was denied, or
-    its passage is already settled.
+    ``(zone, direction)``, or ``None`` when the scan is unknown, was denied,
+    its passage is already settled, or it is a *not passed* for a scan of a
+    ticket: that one's entry goes back only through the ticket's actor
+    (:func:`give_back_entry`, for a passage its gate still awaits), so here,
+    where the gate no longer awaits it (a server restarted since the grant),
+    the entry stays used and the scan stays unsettled, as docs/gates.md says.
     """
 
     async def write_many(self, conn: asyncpg.Connection, items: list) -> list:
@@ -330,7 +334,7 @@ class PassageWriter:
                  FROM unnest($1::text[], $2::text[], $3::bool[], $4::timestamptz[])
                       AS c(gate_id, scan_id, passed, at)
                 WHERE s.gate_id = c.gate_id AND s.scan_id = c.scan_id AND s.granted
-                  AND s.passed IS NULL
+                  AND s.passed IS NULL AND (c.passed OR s.ticket_id IS NULL)
                RETURNING s.gate_id, s.scan_id, s.zone, s.direction""",
             gate_ids,
             scan_ids,
