@@ -128,6 +128,8 @@ async def agent_checks(conn: asyncpg.Connection, scans: AgentScans) -> list[dict
         """SELECT s.gate_id, s.scan_id, s.ticket_id FROM scans s
             WHERE s.offline AND s.granted AND NOT s.consumed AND s.direction = 'entry'
               AND s.ticket_id IS NOT NULL
+              -- a grant nobody walked through uses nothing and is no conflict (merge_offline)
+              AND s.passed IS DISTINCT FROM false
               AND NOT EXISTS (SELECT 1 FROM gate_conflicts c
                                WHERE c.gate_id = s.gate_id AND c.scan_id = s.scan_id)
             LIMIT 100"""
