@@ -239,7 +239,10 @@ async def test_gate_sim_runs_healthy_gates_that_grant_and_refuse_with_reasons(ds
     assert sim.not_opened == {}  # visitors arriving 5 a second never find the turnstile busy
     assert "[turnstile" not in out.getvalue() and " ! " not in out.getvalue()
     assert out.getvalue().splitlines()[-1] == sim.summary()
-    assert await db.fetchval("SELECT count(*) FROM scans") == sum(tally.values())
+    # Every verdict the sim counted is recorded. On a loaded machine a scan may still be in
+    # flight when the sim's time is up: recorded by the server, never counted by the sim.
+    recorded = await db.fetchval("SELECT count(*) FROM scans")
+    assert sum(tally.values()) <= recorded <= sum(tally.values()) + plan.gates
 
 
 async def test_a_code_scanned_while_the_previous_visitor_walks_waits_for_the_turnstile(
