@@ -408,7 +408,7 @@ async def write_events(
         await _write_event(conn, state, event, next_state, capacity or {})
         postings = postings_for(state, event)
         if postings:
-            await _post(conn, event.order_id, postings, event.at)
+            await post_ledger(conn, postings, event.at, order_id=event.order_id)
         state = next_state
     if outbox:
         await write_outbox(conn, outbox)
@@ -672,17 +672,25 @@ async def _change_capacity(
         )
 
 
-async def _post(
-    conn: asyncpg.Connection, order_id: str, postings: Sequence[Posting], at: datetime
+async def post_ledger(
+    conn: asyncpg.Connection,
+    postings: Sequence[Posting],
+    at: datetime,
+    *,
+    order_id: str | None = None,
+    rental_id: str | None = None,
 ) -> None:
+    """Write one balanced ledger transaction of ``postings``, naming its order or its rental."""
     await conn.execute(
         """with txn as (
-             insert into ledger_transactions (order_id, memo, at) values ($1, $2, $3)
+             insert into ledger_transactions (order_id, rental_id, memo, at)
+             values ($1, $2, $3, $4)
              returning txn_id)
            insert into ledger_entries (txn_id, account, amount_fen)
            select txn.txn_id, entry.account, entry.amount_fen
-             from txn, unnest($4::text[], $5::bigint[]) as entry(account, amount_fen)""",
+             from txn, unnest($5::text[], $6::bigint[]) as entry(account, amount_fen)""",
         order_id,
+        rental_id,
         postings[0].memo,
         at,
         [posting.account for posting in postings],
@@ -711,7 +719,13 @@ def _outbox_row(effect: DurableEffect) -> tuple[str, str, str, datetime]:
 
 async def write_outbox(conn: asyncpg.Connection, effects: Sequence[DurableEffect]) -> None:
     """Add the durable ``effects`` to the outbox, in one statement; a known key is ignored."""
-    rows = [_outbox_row(effect) for effect in effects]
+    await insert_outbox_rows(conn, [_outbox_row(effect) for effect in effects])
+
+
+async def insert_outbox_rows(
+    conn: asyncpg.Connection, rows: Sequence[tuple[str, str, str, datetime]]
+) -> None:
+    """Add outbox ``rows`` (kind, dedupe key, JSON payload, due time); a known key is ignored."""
     await conn.execute(
         """insert into outbox (kind, dedupe_key, payload, created_at, next_attempt_at)
            select kind, dedupe_key, payload::jsonb, at, at

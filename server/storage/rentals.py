@@ -30,7 +30,6 @@ import attrs
 
 from actors.catalog import Catalog
 from actors.orders.effects import ClosePayment
-from actors.orders.postings import Posting
 from actors.rentals.effects import (
     CancelFreeze,
     ConvertFrozen,
@@ -50,6 +49,7 @@ from actors.rentals.interfaces import (
 from actors.rentals.inventory import reserved, unit_changes
 from actors.rentals.postings import Memo, memos_for, postings_for
 from actors.rentals.state import CLOSED, DepositRoute, Rental, RentalStatus, UnitState
+from server.storage.orders import insert_outbox_rows, post_ledger
 from server.storage.rental_codec import decode, encode
 
 
@@ -162,7 +162,7 @@ async def write_rental_events(
         await _write_money_records(conn, state, next_state, event.at)
         postings = postings_for(state, event)
         if postings:
-            await _post(conn, final.rental_id, postings, event.at)
+            await post_ledger(conn, postings, event.at, rental_id=final.rental_id)
         memos = memos_for(state, event)
         if memos:
             await _write_memos(conn, final.rental_id, memos, event.at)
@@ -497,24 +497,6 @@ def _confirmed(rental: Rental, channel: str, txn: str) -> tuple[str, str, int]:
     raise ValueError(f"rental {rental.rental_id} confirmed {channel} {txn}, which it never asked")
 
 
-async def _post(
-    conn: asyncpg.Connection, rental_id: str, postings: Sequence[Posting], at: datetime
-) -> None:
-    await conn.execute(
-        """with txn as (
-             insert into ledger_transactions (rental_id, memo, at) values ($1, $2, $3)
-             returning txn_id)
-           insert into ledger_entries (txn_id, account, amount_fen)
-           select txn.txn_id, entry.account, entry.amount_fen
-             from txn, unnest($4::text[], $5::bigint[]) as entry(account, amount_fen)""",
-        rental_id,
-        postings[0].memo,
-        at,
-        [posting.account for posting in postings],
-        [posting.amount_fen for posting in postings],
-    )
-
-
 async def _write_memos(
     conn: asyncpg.Connection, rental_id: str, memos: Sequence[Memo], at: datetime
 ) -> None:
@@ -572,17 +554,7 @@ async def write_rental_outbox(conn: asyncpg.Connection, effects: Sequence[Durabl
         (outbox_kind(effect), _dedupe_key(effect), json.dumps(_payload(effect)), _due(effect))
         for effect in effects
     ]
-    await conn.execute(
-        """insert into outbox (kind, dedupe_key, payload, created_at, next_attempt_at)
-           select kind, dedupe_key, payload::jsonb, at, at
-             from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
-                  as r(kind, dedupe_key, payload, at)
-           on conflict (dedupe_key) do nothing""",
-        [row[0] for row in rows],
-        [row[1] for row in rows],
-        [row[2] for row in rows],
-        [row[3] for row in rows],
-    )
+    await insert_outbox_rows(conn, rows)
 
 
 def _due(effect: DurableEffect) -> datetime:
